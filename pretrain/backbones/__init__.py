@@ -1,0 +1,34 @@
+"""Backbones with the official VICRegL key names.
+
+Every backbone is an ``nn.Module`` with
+  - ``forward(x) -> (maps, pooled)``: ``maps`` (B, H*W, C) local feature vectors, row-major,
+    and ``pooled`` (B, C) the global representation, exactly as the official code returns them;
+  - ``forward_stages(x) -> list[Tensor]``: the four stage outputs (B, C_s, H_s, W_s), used by
+    the transfer adapters;
+  - ``num_features`` (C), ``stage_channels`` and ``output_stride`` (32: the side of the local
+    grid is ``crop_size // output_stride``).
+"""
+from .convnext import CONVNEXT_SPECS, ConvNeXt, convnext
+from .resnet import RESNET_SPECS, ResNet, resnet
+
+ARCHS = tuple(RESNET_SPECS) + tuple(CONVNEXT_SPECS)
+
+
+def build_backbone(arch: str, drop_path_rate: float = 0.1, layer_scale_init_value: float = 0.0,
+                   zero_init_residual: bool = True):
+    """Build a backbone by its official name (``resnet50``, ``convnext_small``, ...)."""
+    if arch in RESNET_SPECS:
+        return resnet(arch, zero_init_residual=zero_init_residual)
+    if arch in CONVNEXT_SPECS:
+        return convnext(arch, drop_path_rate=drop_path_rate,
+                        layer_scale_init_value=layer_scale_init_value)
+    raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}")
+
+
+def norm_kind(arch: str) -> str:
+    """The head normalisation the official code pairs with a backbone family."""
+    return "layer_norm" if arch in CONVNEXT_SPECS else "batch_norm"
+
+
+__all__ = ["ARCHS", "build_backbone", "norm_kind", "ConvNeXt", "ResNet",
+           "CONVNEXT_SPECS", "RESNET_SPECS"]

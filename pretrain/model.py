@@ -1,0 +1,127 @@
+"""The VICRegL model: backbone, global expander, local projector, optional online probe."""
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import build_backbone, norm_kind
+from .distributed import all_gather_with_grad
+from .heads import mlp
+from .losses import global_vicreg_terms, local_vicreg_terms
+
+LOSS_KEYS = ("global_inv", "global_var", "global_cov", "local_inv", "local_var", "local_cov")
+
+
+class VICRegL(nn.Module):
+    """Submodule names equal the official ones (``backbone``, ``projector``, ``maps_projector``,
+    ``classifier``) so official checkpoints load strictly. As in the official code, the
+    expander exists only when ``alpha > 0`` and the local projector only when ``alpha < 1``.
+
+    ``fuse_views``: forward all views of one size as one batch. Exact for ConvNeXt (LayerNorm
+    only) up to the drop-path noise draw order; refused for BatchNorm models, whose statistics
+    are per view in the official code.
+    """
+
+    def __init__(self, arch: str, mlp_spec: str = "8192-8192-8192",
+                 maps_mlp_spec: str = "512-512-512", alpha: float = 0.75,
+                 num_matches: Sequence[int] = (20, 4), l2_all_matches: bool = False,
+                 inv_coeff: float = 25.0, var_coeff: float = 25.0, cov_coeff: float = 1.0,
+                 num_classes: int | None = None, drop_path_rate: float = 0.1,
+                 layer_scale_init_value: float = 0.0, fuse_views: bool = False):
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        self.arch = arch
+        self.alpha = alpha
+        self.num_matches = tuple(int(k) for k in num_matches)
+        self.l2_all_matches = bool(l2_all_matches)
+        self.coeffs = dict(inv_coeff=inv_coeff, var_coeff=var_coeff, cov_coeff=cov_coeff)
+        self.backbone = build_backbone(arch, drop_path_rate, layer_scale_init_value)
+        norm = norm_kind(arch)
+        if fuse_views and norm == "batch_norm":
+            raise ValueError("fuse_views changes BatchNorm statistics; use it with ConvNeXt only")
+        self.fuse_views = fuse_views
+        width = self.backbone.num_features
+        if alpha < 1.0:
+            self.maps_projector = mlp(maps_mlp_spec, width, norm)
+        if alpha > 0.0:
+            self.projector = mlp(mlp_spec, width, norm)
+        self.classifier = nn.Linear(width, num_classes) if num_classes else None
+
+    def _backbone_views(self, views: Sequence[torch.Tensor]):
+        if not self.fuse_views:
+            return [self.backbone(v) for v in views]
+        outputs: list = [None] * len(views)
+        by_size: dict[tuple, list[int]] = {}
+        for i, v in enumerate(views):
+            by_size.setdefault(tuple(v.shape[1:]), []).append(i)
+        for index in by_size.values():
+            maps, pooled = self.backbone(torch.cat([views[i] for i in index]))
+            for i, m, p in zip(index, maps.chunk(len(index)), pooled.chunk(len(index))):
+                outputs[i] = (m, p)
+        return outputs
+
+    def forward_views(self, views: Sequence[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+        """Backbone and heads on each view; BatchNorm statistics are per view (official)."""
+        out: dict[str, list[torch.Tensor]] = {"representation": [], "embedding": [],
+                                              "maps_embedding": []}
+        for maps, pooled in self._backbone_views(views):
+            out["representation"].append(pooled)
+            if self.alpha > 0.0:
+                out["embedding"].append(self.projector(pooled))
+            if self.alpha < 1.0:
+                b, p, c = maps.shape
+                out["maps_embedding"].append(self.maps_projector(maps.reshape(b * p, c)).view(b, p, -1))
+        return out
+
+    def criterion(self, outputs: dict, locations: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Loss terms from ``forward_views`` outputs, computed in float32 (float64 stays)."""
+        def upcast(ts):
+            return [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in ts]
+
+        terms: dict[str, torch.Tensor] = {}
+        device_type = outputs["representation"][0].device.type
+        # Deviation: the official code runs the criterion under fp16 autocast; we keep it in
+        # float32 (same function, fewer overflows in the covariance).
+        with torch.autocast(device_type, enabled=False):
+            if self.alpha > 0.0:
+                terms.update(global_vicreg_terms(upcast(outputs["embedding"]), **self.coeffs,
+                                                 gather=all_gather_with_grad))
+            if self.alpha < 1.0:
+                terms.update(local_vicreg_terms(
+                    upcast(outputs["maps_embedding"]), locations, self.num_matches,
+                    self.l2_all_matches, **self.coeffs, gather=all_gather_with_grad))
+        return terms
+
+    def loss_terms(self, views: Sequence[torch.Tensor],
+                   locations: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The six weighted loss terms (``LOSS_KEYS``); the global ones are absent when
+        alpha = 0 and the local ones when alpha = 1, as the official model has no head for them.
+
+        ``views``: list of (B, 3, H, W), large crops first; ``locations``: list of (B, N, N, 2)
+        grids in original-image pixels, (row, col)."""
+        return self.criterion(self.forward_views(views), locations)
+
+    def forward(self, views: Sequence[torch.Tensor], locations: Sequence[torch.Tensor],
+                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss = alpha * global + (1 - alpha) * local + probe cross-entropy; and logs."""
+        outputs = self.forward_views(views)
+        terms = self.criterion(outputs, locations)
+        loss = outputs["representation"][0].new_zeros((), dtype=torch.float32)
+        if self.alpha > 0.0:
+            loss = loss + self.alpha * (terms["global_inv"] + terms["global_var"] + terms["global_cov"])
+        if self.alpha < 1.0:
+            loss = loss + (1 - self.alpha) * (terms["local_inv"] + terms["local_var"] + terms["local_cov"])
+        logs = {k: v.detach() for k, v in terms.items()}
+        if self.classifier is not None and labels is not None:
+            logits = self.classifier(outputs["representation"][0].detach())
+            probe = F.cross_entropy(logits.float(), labels)
+            loss = loss + probe
+            logs["probe_ce"] = probe.detach()
+            logs["probe_top1"] = (logits.argmax(1) == labels).float().mean() * 100
+        with torch.no_grad():
+            r = F.normalize(outputs["representation"][0].float(), dim=1)
+            logs["repr_std"] = r.std(dim=0).mean()  # collapse monitor (official "stdr")
+        logs["loss"] = loss.detach()
+        return loss, logs

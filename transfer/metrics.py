@@ -1,0 +1,58 @@
+"""metrics.json: the one file every transfer run writes and suites read (design hand-off 3)."""
+import json
+import os
+import socket
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pretrain.checkpoint import git_sha
+
+TASKS = ("semantic_segmentation", "detection", "instance_segmentation")
+
+
+def gpu_description() -> tuple[int, str]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0, "cpu"
+    return torch.cuda.device_count(), torch.cuda.get_device_name(0)
+
+
+def write_metrics(path: str | Path, *, task: str, dataset: str, protocol: str, config: str,
+                  backbone: dict, metrics: dict, wall_s: float, gpus: int | None = None,
+                  gpu_type: str | None = None, extra: dict | None = None) -> Path:
+    """Write ``metrics.json`` atomically and return its path."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    found_gpus, found_type = gpu_description()
+    gpus = found_gpus if gpus is None else gpus
+    gpu_type = found_type if gpu_type is None else gpu_type
+    record = {
+        "task": task, "dataset": dataset, "protocol": protocol, "config": str(config),
+        "backbone": backbone, "metrics": metrics,
+        "cost": {"wall_s": round(wall_s, 1), "gpus": gpus, "gpu_type": gpu_type,
+                 "gpu_hours": round(wall_s * gpus / 3600, 3), "host": socket.gethostname()},
+        "git_sha": git_sha(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if extra:
+        record.update(extra)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.time_ns()}")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_metrics(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable metrics.json ({exc})") from exc
+    for key in ("task", "dataset", "protocol", "backbone", "metrics"):
+        if key not in record:
+            raise ValueError(f"{path}: metrics.json lacks the {key!r} entry")
+    return record
