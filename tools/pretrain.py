@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""VICRegL pretraining: one process, torchrun (one or many nodes) or SLURM through submitit.
+
+Examples
+  # CPU smoke run on a synthetic dataset (about a minute):
+  python tools/pretrain.py --config configs/pretrain/vicregl_convnext_mini_2x64+4x32_cpu_smoke.yaml
+  # ResNet-50, 8 GPUs, the official README recipe:
+  torchrun --nproc_per_node 8 tools/pretrain.py \\
+      --config configs/pretrain/vicregl_resnet50_2x224_100e_in1k.yaml --data-root /datasets
+  # 4 nodes x 8 GPUs on SLURM, requeued on preemption, resumes from its checkpoint:
+  python tools/pretrain.py --config configs/pretrain/vicregl_resnet50_2x224_300e_in1k.yaml \\
+      --slurm --nodes 4 --gpus-per-node 8 --partition learnlab --timeout-min 4320
+  # any key can be overridden:
+  python tools/pretrain.py --config ... optim.epochs=10 loss.alpha=0.9 run.precision=bf16
+
+A run writes into run.output_dir: checkpoint.pth (resumes automatically when present),
+backbone.pth (for transfer), metrics.jsonl, tensorboard/, loss.png and config.json.
+"""
+import argparse
+import json
+import os
+import sys
+
+import _bootstrap  # noqa: F401
+
+from pretrain.config import load_config
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="recipe in configs/pretrain/ (named by recipe)")
+    parser.add_argument("--data-root", help="data root holding e.g. imagenet/train "
+                        "(default: $VICREGL_DATA_ROOT or ./data)")
+    parser.add_argument("--output-dir", help="shortcut for run.output_dir=...")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the merged config and exit")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="override any config key, e.g. optim.epochs=10 loss.alpha=0.9")
+    slurm = parser.add_argument_group("SLURM (through submitit)")
+    slurm.add_argument("--slurm", action="store_true", help="submit instead of running here")
+    slurm.add_argument("--nodes", type=int, default=1)
+    slurm.add_argument("--gpus-per-node", type=int, default=8)
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--timeout-min", type=int, default=72 * 60,
+                       help="job time limit; the job is requeued from its checkpoint on timeout")
+    slurm.add_argument("--cpus-per-task", type=int, default=10)
+    slurm.add_argument("--slurm-extra", default="{}", help="JSON of extra submitit parameters")
+    return parser.parse_args(argv)
+
+
+class SlurmTrainer:
+    """submitit entry point; checkpoint() requeues the same job, which resumes from disk."""
+
+    def __init__(self, cfg: dict, data_root: str | None):
+        self.cfg, self.data_root = cfg, data_root
+
+    def __call__(self):
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        from pretrain.engine import train
+
+        train(self.cfg, self.data_root)
+
+    def checkpoint(self):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SlurmTrainer(self.cfg, self.data_root))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"run.output_dir={args.output_dir}")
+    cfg = load_config(args.config, overrides)
+    if args.print_config:
+        print(json.dumps(cfg, indent=2))
+        return 0
+    if args.slurm:
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=os.path.join(cfg["run"]["output_dir"], "slurm"),
+                                         slurm_max_num_timeout=30)
+        executor.update_parameters(
+            nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+            tasks_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
+            timeout_min=args.timeout_min, slurm_partition=args.partition,
+            name=cfg["recipe"], slurm_signal_delay_s=120, **json.loads(args.slurm_extra))
+        job = executor.submit(SlurmTrainer(cfg, args.data_root))
+        print(f"submitted job {job.job_id}; logs in {cfg['run']['output_dir']}/slurm")
+        return 0
+    from pretrain.engine import train
+
+    train(cfg, args.data_root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
