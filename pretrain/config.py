@@ -71,7 +71,7 @@ def _merge(base: dict, update: dict, where: str) -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
         if key not in out:
-            raise KeyError(f"unknown config key {where}{key!r}; known: {', '.join(out)}")
+            raise KeyError(f"unknown config key '{where}{key}'; known here: {', '.join(out)}")
         if isinstance(out[key], dict):
             if not isinstance(value, dict):
                 raise TypeError(f"config key {where}{key} must be a mapping")

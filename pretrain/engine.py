@@ -162,6 +162,7 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
         train_model = torch.compile(train_model)
 
     logger = RunLogger(out, enabled=rank == 0)
+    logger.truncate_after(step)
     corrupt: list[str] = []
 
     def save(current_step: int) -> None:
@@ -190,7 +191,9 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
         loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler,
                             num_workers=num_workers, collate_fn=collate_multicrop,
                             pin_memory=device.type == "cuda", drop_last=True,
-                            persistent_workers=False)
+                            # its own generator: creating the iterator would otherwise draw
+                            # from the global RNG, and a resumed run creates it mid-epoch
+                            generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
         for sample in loader:
             if sample["skipped"]:
                 corrupt.extend(sample["skipped"])

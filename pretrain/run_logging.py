@@ -26,6 +26,13 @@ class RunLogger:
 
             self.tb = SummaryWriter(str(output_dir / "tensorboard"))
 
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop records of steps the restarted run will redo."""
+        if self.enabled and self.path.is_file():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
     def write(self, step: int, values: dict) -> None:
         if not self.enabled:
             return

@@ -1,0 +1,99 @@
+"""The training engine: exact resume after SIGKILL, NaN handling, exports and logs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain.checkpoint import BACKBONE_FORMAT, TRAIN_FORMAT
+from pretrain.config import load_config
+from pretrain.official import load_state_file
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "configs/pretrain/vicregl_convnext_mini_2x96+2x64_cpu_smoke.yaml"
+# drop path on: the resumed run must also restore the RNG that draws its noise
+COMMON = ["data.num_images=128", "optim.batch_size=16", "optim.epochs=2", "optim.warmup_epochs=1",
+          "model.drop_path_rate=0.2", "run.checkpoint_every_steps=3", "run.log_every_steps=1"]
+
+
+def run_pretrain(out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, str(ROOT / "tools/pretrain.py"), "--config", str(SMOKE),
+           "--output-dir", str(out), *COMMON, *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-3000:]
+    return output
+
+
+def test_sigkill_and_resume_reaches_the_same_weights(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    finish(run_pretrain(straight))
+
+    proc = run_pretrain(killed)
+    deadline = time.time() + 240
+    while not (killed / "checkpoint.pth").exists():  # first checkpoint: step 3 of 16
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    interrupted_at = load_state_file(killed / "checkpoint.pth")["step"]
+    assert interrupted_at < 16, "the run finished before it could be killed"
+    output = finish(run_pretrain(killed))
+    assert f"resumed from {killed / 'checkpoint.pth'} at step {interrupted_at}" in output
+
+    a, b = (load_state_file(d / "checkpoint.pth") for d in (straight, killed))
+    assert a["format"] == b["format"] == TRAIN_FORMAT and a["step"] == b["step"] == 16
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), f"{key} differs after resume"
+    for key in ("state", "param_groups"):
+        assert str(a["optimizer"][key]) == str(b["optimizer"][key])
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)), "resumed run must not duplicate log records"
+
+
+def test_outputs_of_a_run(tmp_path):
+    out = tmp_path / "run"
+    finish(run_pretrain(out, "optim.max_steps=4"))
+    for name in ("checkpoint.pth", "backbone.pth", "metrics.jsonl", "loss.png", "config.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").iterdir())
+    export = load_state_file(out / "backbone.pth")
+    assert export["format"] == BACKBONE_FORMAT and export["arch"] == "convnext_mini"
+    assert export["provenance"]["step"] == 4 and len(export["provenance"]["sha256"]) == 64
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss", "global_inv", "local_cov", "lr", "images_per_s"} <= set(records[-1])
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    from pretrain import engine
+    from pretrain.model import VICRegL
+
+    calls = {"n": 0}
+    original = VICRegL.forward
+
+    def poisoned(self, *args, **kwargs):
+        loss, logs = original(self, *args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 5 else loss), logs
+
+    monkeypatch.setattr(VICRegL, "forward", poisoned)
+    cfg = load_config(SMOKE, COMMON + [f"run.output_dir={tmp_path / 'nan'}"])
+    with pytest.raises(engine.NonFiniteLossError, match="non-finite loss .* at step 4"):
+        engine.train(cfg)
+    kept = load_state_file(tmp_path / "nan" / "checkpoint.pth")
+    assert kept["step"] == 3
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+
+
+def test_unknown_config_key_is_an_error():
+    with pytest.raises(KeyError, match="unknown config key 'optim.epoch'"):
+        load_config(SMOKE, ["optim.epoch=3"])
