@@ -4,6 +4,7 @@ Resumption is exact: the checkpoint holds the model, optimiser, GradScaler, step
 and config; the data order and each sample's augmentation depend only on (seed, epoch, index),
 so a run killed at any moment and restarted reaches the same weights as an uninterrupted one.
 """
+import io
 import json
 import math
 import random
@@ -166,11 +167,13 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
     corrupt: list[str] = []
 
     def save(current_step: int) -> None:
-        rng_states = [None] * world
-        if world > 1:
-            torch.distributed.all_gather_object(rng_states, _rng_state())
-        else:
-            rng_states = [_rng_state()]
+        rng_states = [_rng_state()]
+        if world > 1:  # every rank's RNG, gathered as bytes (tensors do not pickle over gloo)
+            buffer = io.BytesIO()
+            torch.save(rng_states[0], buffer)
+            gathered = [None] * world
+            torch.distributed.all_gather_object(gathered, buffer.getvalue())
+            rng_states = [torch.load(io.BytesIO(b), weights_only=True) for b in gathered]
         if rank != 0:
             return
         atomic_save({"format": TRAIN_FORMAT, "arch": cfg["model"]["arch"],

@@ -7,9 +7,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from pretrain.data import (EpochSampler, FileListDataset, ImageFolderDataset, MultiCropDataset,
+from pretrain.data import (FileListDataset, ImageFolderDataset, MultiCropDataset,
                            SyntheticDataset, UnreadableImageError, build_dataset,
                            collate_multicrop)
+from pretrain.sampler import ResumableDistributedSampler
 from pretrain.synthetic import CLASS_NAMES, NUM_CLASSES, write_image_folder
 from pretrain.transforms import MultiCropAugmentation
 
@@ -48,6 +49,7 @@ def test_image_folder_accepts_train_or_its_parent(image_folder):
     assert isinstance(img, Image.Image) and img.mode == "RGB" and img.size == (48, 48)
     # label indexes the sorted class folders, the folder being the scene's largest object
     assert parent.classes == sorted(parent.classes) and set(parent.classes) <= set(CLASS_NAMES)
+    assert parent.num_classes == len(parent.classes)
     for index in range(len(parent)):
         _, label, path = parent[index]
         assert path.split("/")[-2] == parent.classes[label]
@@ -118,7 +120,7 @@ def test_file_list_relative_paths_and_labels(image_folder, tmp_path):
         f"{images[2]}\n"  # absolute, no label
         f"../with space.jpg 5\n")
     dataset = FileListDataset(lists / "train.txt")
-    assert len(dataset) == 3 and dataset.labels == [3, -1, 5]
+    assert len(dataset) == 3 and dataset.labels == [3, -1, 5] and dataset.num_classes == 6
     img, label, path = dataset[0]
     assert img.mode == "RGB" and label == 3 and path.endswith(str(rel))
     assert dataset[1][2] == str(images[2]) and dataset[2][2].endswith("with space.jpg")
@@ -136,12 +138,19 @@ def test_file_list_errors_name_the_file(tmp_path):
     (tmp_path / "blank.txt").write_text("\n# nothing\n")
     with pytest.raises(ValueError, match="blank.txt lists no image"):
         FileListDataset(tmp_path / "blank.txt")
+    (tmp_path / "negative.txt").write_text("a.jpg 1\nb.jpg -4\n")
+    with pytest.raises(ValueError, match="negative.txt, line 2: label -4"):
+        FileListDataset(tmp_path / "negative.txt")
+    (tmp_path / "unlabelled.txt").write_text("a.jpg\n")
+    (tmp_path / "a.jpg").write_bytes(b"")
+    assert FileListDataset(tmp_path / "unlabelled.txt").num_classes is None
 
 
 def test_synthetic_dataset_is_deterministic():
     a, b = SyntheticDataset(5, 64, seed=1), SyntheticDataset(5, 64, seed=1)
     img, label, path = a[2]
     assert img.size == (64, 64) and 0 <= label < NUM_CLASSES and path == "synthetic://seed1/2"
+    assert a.num_classes == NUM_CLASSES
     assert img.tobytes() == b[2][0].tobytes()
     assert img.tobytes() != SyntheticDataset(5, 64, seed=2)[2][0].tobytes()
     with pytest.raises(IndexError):
@@ -172,23 +181,11 @@ def test_index_encodes_epoch():
     assert not any(torch.equal(x, y) for x, y in zip(first["views"], other_seed["views"]))
 
 
-def test_epoch_sampler_shards_and_resumes():
-    dataset = SyntheticDataset(10, 32)
-    shards = [EpochSampler(dataset, num_replicas=2, rank=r, seed=3) for r in range(2)]
-    for s in shards:
-        s.set_epoch(2)
-    indices = [list(s) for s in shards]
-    assert sorted(indices[0] + indices[1]) == list(range(20, 30))  # epoch 2, each image once
-    resumed = EpochSampler(dataset, num_replicas=2, rank=0, seed=3)
-    resumed.set_epoch(2, start=3)
-    assert list(resumed) == indices[0][3:] and len(resumed) == 2
-
-
 def test_collate_and_worker_count_independence():
     """Same (seed, epoch, index) -> identical batches with 0 and 2 DataLoader workers."""
     dataset = MultiCropDataset(SyntheticDataset(8, 64, seed=0), small_augmentation(), seed=5)
-    sampler = EpochSampler(dataset, num_replicas=1, rank=0, seed=0)
-    sampler.set_epoch(1)
+    sampler = ResumableDistributedSampler(len(dataset), batch_size=4, seed=0)
+    sampler.set_epoch(1)  # indices 8..15: epoch 1
 
     def batches(workers):
         loader = DataLoader(dataset, batch_size=4, sampler=sampler, num_workers=workers,

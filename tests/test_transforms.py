@@ -131,7 +131,8 @@ def test_official_default_ignores_flips():
     generator = torch.Generator().manual_seed(3)
     views, official = MultiCropAugmentation(flip_grid=False, **kwargs)(img, generator=generator)
     generator = torch.Generator().manual_seed(3)
-    views_mirrored, mirrored = MultiCropAugmentation(flip_grid=True, **kwargs)(img, generator=generator)
+    views_mirrored, mirrored = MultiCropAugmentation(flip_grid=True, **kwargs)(
+        img, generator=generator)
     for v, w in zip(views, views_mirrored):
         assert torch.equal(v, w)  # same crops, only the grids differ
     for grid, good in zip(official, mirrored):
@@ -161,7 +162,8 @@ def test_solarize_and_grayscale_rates():
     views, _ = grey(colourful, generator=torch.Generator().manual_seed(0))
     for view in views:
         pixels = denormalise(view)
-        assert torch.allclose(pixels[0], pixels[1], atol=1e-3) and torch.allclose(pixels[1], pixels[2], atol=1e-3)
+        assert torch.allclose(pixels[0], pixels[1], atol=1e-3)
+        assert torch.allclose(pixels[1], pixels[2], atol=1e-3)
 
 
 def test_generator_makes_views_reproducible():

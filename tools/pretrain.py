@@ -3,7 +3,7 @@
 
 Examples
   # CPU smoke run on a synthetic dataset (about a minute):
-  python tools/pretrain.py --config configs/pretrain/vicregl_convnext_mini_2x64+4x32_cpu_smoke.yaml
+  python tools/pretrain.py --config configs/pretrain/vicregl_convnext_mini_2x96+2x64_cpu_smoke.yaml
   # ResNet-50, 8 GPUs, the official README recipe:
   torchrun --nproc_per_node 8 tools/pretrain.py \\
       --config configs/pretrain/vicregl_resnet50_2x224_100e_in1k.yaml --data-root /datasets

@@ -1,0 +1,20 @@
+# Two commands do all set-up (a cached virtual environment outside the clone, see
+# tools/setup_env.sh):  `make demo` runs the main job, `make test` runs the tests.
+SHELL := /bin/bash
+VENV = $(shell bash tools/setup_env.sh | tail -n 1)
+
+.PHONY: demo test env help
+
+help:
+	@echo "make demo   # the whole pipeline on synthetic data on the CPU (minutes)"
+	@echo "make test   # the test suite (set-up included)"
+	@echo "make env    # only create / reuse the virtual environment and print its path"
+
+env:
+	@echo $(VENV)
+
+demo:
+	@venv="$(VENV)" && "$$venv/bin/python" tools/demo.py $(ARGS)
+
+test:
+	@venv="$(VENV)" && "$$venv/bin/python" -m pytest -rs $(ARGS)

@@ -1,0 +1,259 @@
+"""Pretraining datasets: where images come from, and the multi-crop wrapper the engine loads.
+
+Base datasets return ``(PIL RGB image, label int, path str)``; the label is -1 when unknown
+(a file list without labels), so the online linear probe must skip such samples. Each has
+``num_classes`` (None when there are no labels), which sizes the probe. Kinds:
+
+- ``imagefolder``: ImageNet layout ``root/<class>/<image>``; ``root`` may also be the parent
+  holding ``train/``. Labels index the sorted class folder names (torchvision's convention).
+- ``filelist``: a text file, one image path per line, optionally followed by whitespace and an
+  integer label; relative paths resolve against ``root`` (default: the list file's folder).
+- ``synthetic``: scenes of ``pretrain.synthetic`` rendered in memory on demand (no files);
+  label = class of the largest visible object.
+
+``MultiCropDataset`` applies the multi-crop augmentation. Its index encodes the epoch
+(image = index % len, epoch = index // len) and each sample's random draws come from a generator
+seeded by (seed, epoch, image), so a sample's views do not depend on the number of DataLoader
+workers, on their order, or on whether the run was resumed
+(``pretrain.sampler.ResumableDistributedSampler`` yields such indices). Unreadable images are
+reported, never silently dropped (see ``MultiCropDataset``).
+"""
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from .synthetic import render_scene
+
+logger = logging.getLogger(__name__)
+
+IMAGEFOLDER_LAYOUT = "root/<class>/<image> (ImageNet layout), or its parent holding train/"
+FILELIST_LAYOUT = "one image path per line, optionally followed by whitespace and an integer label"
+
+
+class UnreadableImageError(OSError):
+    """An image that could not be opened or decoded; ``path`` names it."""
+
+    def __init__(self, path: str, cause: BaseException):
+        super().__init__(f"cannot read image {path}: {type(cause).__name__}: {cause}")
+        self.path = path
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open and fully decode ``path`` as RGB; any failure becomes ``UnreadableImageError``.
+
+    Decoding is forced here (``convert`` loads the pixels), so a truncated file fails now, in
+    the dataset, and not later inside the augmentation."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as err:  # PIL raises OSError, SyntaxError, EOFError, ValueError, ...
+        raise UnreadableImageError(path, err) from err
+
+
+class ImageFolderDataset(Dataset):
+    """Images in ``root/<class>/<image>``; ``root`` may be the ``train`` folder or its parent."""
+
+    def __init__(self, root: str | os.PathLike):
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder {root} does not exist; expected "
+                                    f"{IMAGEFOLDER_LAYOUT}")
+        if (root / "train").is_dir():
+            root = root / "train"
+        try:
+            self.classes, class_to_idx = find_classes(str(root))
+            samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"image folder {root}: {err}; expected "
+                                    f"{IMAGEFOLDER_LAYOUT}") from err
+        self.root = root
+        self.num_classes = len(self.classes)
+        self.paths = [p for p, _ in samples]
+        self.labels = [int(c) for _, c in samples]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int, str]:
+        path = self.paths[index]
+        return load_rgb(path), self.labels[index], path
+
+
+def _int_or_none(token: str) -> int | None:
+    try:
+        return int(token)
+    except ValueError:
+        return None
+
+
+def parse_file_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None
+                    ) -> tuple[list[str], list[int]]:
+    """Read a file list: (absolute paths, labels with -1 where none is given).
+
+    A line is ``path`` or ``path label``; the label is the last whitespace-separated token when
+    it is an integer (so paths may contain spaces). Blank lines and lines starting with ``#``
+    are skipped."""
+    list_file = Path(list_file).expanduser()
+    if not list_file.is_file():
+        raise FileNotFoundError(f"file list {list_file} does not exist; expected a text file "
+                                f"with {FILELIST_LAYOUT}")
+    base = Path(root).expanduser() if root is not None else list_file.parent
+    paths, labels = [], []
+    with open(list_file, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.rsplit(maxsplit=1)
+            label = _int_or_none(parts[1]) if len(parts) == 2 else None
+            if label is not None:
+                line = parts[0]
+                if label < -1:
+                    raise ValueError(f"file list {list_file}, line {number}: label {label} is "
+                                     "negative; expected an integer >= 0 (or -1 for unknown)")
+            paths.append(str(base / line))  # an absolute path stays absolute
+            labels.append(-1 if label is None else label)
+    if not paths:
+        raise ValueError(f"file list {list_file} lists no image; expected {FILELIST_LAYOUT}")
+    return paths, labels
+
+
+class FileListDataset(Dataset):
+    """Images listed in a text file (see ``parse_file_list``). ``num_classes`` = largest label
+    + 1, or None when no line has a label."""
+
+    def __init__(self, list_file: str | os.PathLike, root: str | os.PathLike | None = None):
+        self.paths, self.labels = parse_file_list(list_file, root)
+        self.num_classes = max(self.labels) + 1 if max(self.labels) >= 0 else None
+        # Only the first entry is checked (a stat per line is slow on network file systems):
+        # it catches a wrong root at once; later missing files are reported when read.
+        if not os.path.isfile(self.paths[0]):
+            where = (f"root {root}" if root is not None
+                     else f"the list's folder {Path(list_file).parent}")
+            raise FileNotFoundError(f"file list {list_file}: first image {self.paths[0]} does "
+                                    f"not exist (relative paths resolve against {where})")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int, str]:
+        path = self.paths[index]
+        return load_rgb(path), self.labels[index], path
+
+
+class SyntheticDataset(Dataset):
+    """``num_images`` synthetic scenes (``pretrain.synthetic``) of ``size`` x ``size`` pixels,
+    rendered on demand: image ``i`` depends only on (seed, i). Label = class of the largest
+    visible object (-1 if none survived occlusion, which needs very small images)."""
+
+    def __init__(self, num_images: int, size: int = 96, seed: int = 0, num_classes: int = 8):
+        if num_images < 1 or size < 8:
+            raise ValueError(f"synthetic dataset needs num_images >= 1 and size >= 8, got "
+                             f"{num_images} and {size}")
+        self.num_images, self.size, self.seed = num_images, size, seed
+        self.num_classes = num_classes
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int, str]:
+        if not 0 <= index < self.num_images:
+            raise IndexError(f"synthetic image {index} out of range [0, {self.num_images})")
+        rng = np.random.default_rng([self.seed, index])
+        image, objects = render_scene(rng, self.size, self.size, self.num_classes)
+        label = max(objects, key=lambda o: o.mask.sum()).class_id if objects else -1
+        return Image.fromarray(image), int(label), f"synthetic://seed{self.seed}/{index}"
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A torch generator seeded from (seed, epoch, index) through numpy's SeedSequence, which
+    mixes the three so that neighbouring samples and epochs get unrelated streams."""
+    state = np.random.SeedSequence([seed, epoch, index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class MultiCropDataset(Dataset):
+    """Multi-crop views of a base dataset, deterministic per (seed, epoch, image).
+
+    ``index`` may exceed ``len(self)``: image = index % len, epoch = index // len. Returns
+    ``{"views", "locations", "label", "skipped"}``.
+
+    An unreadable image (``UnreadableImageError``) is logged with its path and the error,
+    replaced by the next readable image (its label too), and its path is returned in
+    ``skipped`` so the training loop counts it. After ``max_consecutive_failures`` unreadable
+    images in a row, an error naming them is raised: the data are broken, not one file.
+    The replacement's augmentation still uses the requested (seed, epoch, image).
+    """
+
+    def __init__(self, base: Dataset, transform: Callable, seed: int = 0,
+                 max_consecutive_failures: int = 50):
+        if len(base) == 0:
+            raise ValueError(f"{type(base).__name__} is empty")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.base, self.transform, self.seed = base, transform, seed
+        self.max_consecutive_failures = max_consecutive_failures
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def _read(self, image_index: int) -> tuple[Image.Image, int, list[str]]:
+        n = len(self.base)
+        skipped, errors = [], []
+        for attempt in range(min(self.max_consecutive_failures, n)):
+            try:
+                img, label, _ = self.base[(image_index + attempt) % n]
+                return img, label, skipped
+            except UnreadableImageError as err:
+                logger.warning("skipping unreadable image %s: %s", err.path, err.__cause__)
+                skipped.append(err.path)
+                errors.append(str(err))
+        raise RuntimeError(f"{len(skipped)} consecutive unreadable images starting at image "
+                           f"{image_index} of {type(self.base).__name__}:\n  "
+                           + "\n  ".join(errors))
+
+    def __getitem__(self, index: int) -> dict:
+        if index < 0:
+            raise IndexError(f"negative index {index}")
+        epoch, image_index = divmod(index, len(self.base))
+        img, label, skipped = self._read(image_index)
+        views, locations = self.transform(img, generator=sample_generator(self.seed, epoch,
+                                                                           image_index))
+        return {"views": views, "locations": locations, "label": int(label), "skipped": skipped}
+
+
+def collate_multicrop(batch: Sequence[dict]) -> dict:
+    """Stack per view: ``views`` list of (B, 3, S, S), ``locations`` list of (B, N, N, 2),
+    ``labels`` (B,) long (-1 = unknown), ``skipped`` the unreadable paths of the whole batch."""
+    num_views = len(batch[0]["views"])
+    return {
+        "views": [torch.stack([s["views"][v] for s in batch]) for v in range(num_views)],
+        "locations": [torch.stack([s["locations"][v] for s in batch]) for v in range(num_views)],
+        "labels": torch.tensor([s["label"] for s in batch], dtype=torch.long),
+        "skipped": [p for s in batch for p in s["skipped"]],
+    }
+
+
+def build_dataset(kind: str, root: str | os.PathLike | None = None,
+                  list_file: str | os.PathLike | None = None, num_images: int = 1024,
+                  size: int = 96, seed: int = 0) -> Dataset:
+    """Base dataset by kind: ``imagefolder`` (needs root), ``filelist`` (needs list_file; root
+    optional) or ``synthetic`` (num_images scenes of size px drawn from seed)."""
+    if kind == "imagefolder":
+        if root is None:
+            raise ValueError(f"dataset kind 'imagefolder' needs root: {IMAGEFOLDER_LAYOUT}")
+        return ImageFolderDataset(root)
+    if kind == "filelist":
+        if list_file is None:
+            raise ValueError(f"dataset kind 'filelist' needs list_file: {FILELIST_LAYOUT}")
+        return FileListDataset(list_file, root)
+    if kind == "synthetic":
+        return SyntheticDataset(num_images, size, seed)
+    raise ValueError(f"unknown dataset kind {kind!r}; expected imagefolder, filelist or synthetic")
