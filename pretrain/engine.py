@@ -125,7 +125,11 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
     model = build_model(cfg, num_classes)
     dataset = MultiCropDataset(base, build_augmentation(cfg, model.backbone), seed=seed)
     if world > 1 and run["sync_bn"]:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            log.warning("run.sync_bn: SyncBatchNorm needs CUDA; on the CPU BatchNorm "
+                        "statistics stay per process")
     model.to(device)
     if run["channels_last"]:
         model.to(memory_format=torch.channels_last)

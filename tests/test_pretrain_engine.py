@@ -97,3 +97,28 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 def test_unknown_config_key_is_an_error():
     with pytest.raises(KeyError, match="unknown config key 'optim.epoch'"):
         load_config(SMOKE, ["optim.epoch=3"])
+
+
+def test_torchrun_two_processes_train_and_resume(tmp_path):
+    """The torchrun path (gloo on the CPU): DDP, gathered variance/covariance, rank-0 files,
+    every rank's RNG in the checkpoint, and resumption under the launcher."""
+    out = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", str(29500 + os.getpid() % 1000)]
+
+    def launch(steps):
+        cmd = torchrun + [str(ROOT / "tools/pretrain.py"), "--config", str(SMOKE), "--output-dir",
+                          str(out), *COMMON, f"optim.max_steps={steps}", "model.arch=resnet18",
+                          "model.fuse_views=false"]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+    first = launch(3)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    state = load_state_file(out / "checkpoint.pth")
+    assert state["step"] == 3 and len(state["rng"]) == 2
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+    second = launch(5)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stdout + second.stderr
+    assert load_state_file(out / "checkpoint.pth")["step"] == 5
