@@ -1,7 +1,8 @@
 # Two commands do all set-up (a cached virtual environment outside the clone, see
 # tools/setup_env.sh):  `make demo` runs the main job, `make test` runs the tests.
 SHELL := /bin/bash
-VENV = $(shell bash tools/setup_env.sh | tail -n 1)
+.SHELLFLAGS := -eo pipefail -c
+SETUP = venv="$$(bash tools/setup_env.sh | tail -n 1)"
 
 .PHONY: demo test env help
 
@@ -11,10 +12,10 @@ help:
 	@echo "make env    # only create / reuse the virtual environment and print its path"
 
 env:
-	@echo $(VENV)
+	@$(SETUP); echo "$$venv"
 
 demo:
-	@venv="$(VENV)" && "$$venv/bin/python" tools/demo.py $(ARGS)
+	@$(SETUP); "$$venv/bin/python" tools/demo.py $(ARGS)
 
 test:
-	@venv="$(VENV)" && "$$venv/bin/python" -m pytest -rs $(ARGS)
+	@$(SETUP); "$$venv/bin/python" -m pytest -rs $(ARGS)
