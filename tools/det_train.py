@@ -1,0 +1,211 @@
+#!/usr/bin/env python
+"""Fine-tune and evaluate a detectron2 detector on a VICRegL (or other) backbone.
+
+In the style of detectron2's ``projects/*/train_net.py``: detectron2's DefaultTrainer with our
+evaluators and optimizer, one process per GPU through detectron2's ``launch`` (``--num-gpus``,
+``--num-machines``, ``--machine-rank``, ``--dist-url``), ``--resume``, ``--eval-only``; config
+options go last as ``KEY VALUE`` pairs. At the end, the main process writes
+``OUTPUT_DIR/metrics.json`` (transfer/metrics.py) for the results tables.
+
+    python tools/det_train.py --num-gpus 8 \\
+        --config-file configs/detection/faster_rcnn_resnet50_c4_voc0712_24k.yaml \\
+        --backbone runs/vicregl_resnet50/backbone.pth --data-root /data \\
+        OUTPUT_DIR work_dirs/det/voc_c4_vicregl_r50
+
+``--backbone`` takes any source the strict reader reads (our export or training checkpoint,
+the official VICRegL files, a torchvision state dict, ``random:SEED``). A ResNet is converted
+to ``OUTPUT_DIR/backbone_<arch>.pkl`` (key map in the log) and loaded as ``MODEL.WEIGHTS``,
+then checked to be fully in the model; a ConvNeXt is read by the registered backbone
+(``MODEL.CONVNEXT.WEIGHTS``). See docs/detection.md.
+"""
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a clone: tools/ is not a package
+
+import torch  # noqa: E402
+import detectron2.utils.comm as comm  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.engine import (DefaultTrainer, default_argument_parser, default_setup,  # noqa: E402
+                               launch)
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+from transfer.detectron2_side import backbone as d2_backbone  # noqa: E402  (registers backbones)
+from transfer.detectron2_side import roi_heads  # noqa: E402,F401  (registers the C4 head)
+from transfer.detectron2_side.checkpoint import check_backbone_loaded  # noqa: E402
+from transfer.detectron2_side.config import add_vicregl_config  # noqa: E402
+from transfer.detectron2_side.conversion import (  # noqa: E402
+    AUTHOR, convert_resnet, format_key_map, read_pkl, write_pkl)
+from transfer.detectron2_side.data import check_num_classes, register_datasets  # noqa: E402
+from transfer.detectron2_side.evaluation import build_evaluator, metrics_from_results  # noqa: E402
+from transfer.detectron2_side.solver import build_optimizer  # noqa: E402
+from transfer.metrics import write_metrics  # noqa: E402
+from transfer.weights import read_backbone  # noqa: E402
+
+logger = logging.getLogger("transfer.det_train")
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with COCO / VOC evaluators by dataset type and SGD or AdamW."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+
+def is_convnext(cfg) -> bool:
+    return cfg.MODEL.BACKBONE.NAME.startswith("build_vicregl_convnext")
+
+
+def backbone_arch(cfg) -> str:
+    return cfg.MODEL.CONVNEXT.ARCH if is_convnext(cfg) else f"resnet{cfg.MODEL.RESNETS.DEPTH}"
+
+
+def attach_backbone(cfg, source: str) -> tuple[dict | None, str]:
+    """Point ``cfg`` at the backbone ``source``; returns (metrics.json info or None when the
+    model reports it, text for the log). ResNet: convert to a .pkl beside the run."""
+    arch = backbone_arch(cfg)
+    if is_convnext(cfg):
+        cfg.MODEL.CONVNEXT.WEIGHTS = source
+        return None, f"ConvNeXt weights {source} are read by the backbone ({arch})"
+    weights = read_backbone(source, arch)
+    model_dict, key_map = convert_resnet(weights)
+    # Every process writes the same bytes atomically: no ordering between processes needed.
+    path = write_pkl(Path(cfg.OUTPUT_DIR) / f"backbone_{arch}.pkl", model_dict, weights.info())
+    cfg.MODEL.WEIGHTS = str(path)
+    return weights.info(), f"{weights.coverage()}\nconverted to {path}:\n{format_key_map(key_map)}"
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_vicregl_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    info, message = None, ""
+    if args.backbone:
+        if args.eval_only:
+            raise SystemExit("--eval-only evaluates MODEL.WEIGHTS (a trained detector); "
+                             "--backbone would replace it: drop --backbone")
+        info, message = attach_backbone(cfg, args.backbone)
+    cfg.freeze()
+    default_setup(cfg, args)
+    # our modules log under "transfer.*": same console and OUTPUT_DIR/log.txt as detectron2
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="transfer")
+    if message:
+        logger.info(message)
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    registered = register_datasets(args.data_root, names)
+    logger.info(f"datasets under {args.data_root}: {', '.join(registered) or 'none'}")
+    check_num_classes(cfg)
+    return cfg, info
+
+
+def _our_pkl(path: str) -> dict | None:
+    """The file's ``__vicregl__`` provenance when it is a .pkl written by write_pkl."""
+    if not path.endswith(".pkl") or not os.path.isfile(path):
+        return None
+    data = read_pkl(path)
+    return data.get("__vicregl__", {}) if data.get("__author__") == AUTHOR else None
+
+
+def _model_backbone_info(model) -> dict | None:
+    for module in model.modules():
+        if isinstance(module, d2_backbone.VICRegLConvNeXt):
+            return module.weights_info
+    return None
+
+
+def _backbone_record(folder) -> dict | None:
+    """The backbone.json a training run writes into its OUTPUT_DIR (None when absent)."""
+    record = Path(folder) / "backbone.json"
+    return json.loads(record.read_text()) if record.is_file() else None
+
+
+def train(args, cfg, info):
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    resumed = args.resume and trainer.checkpointer.has_checkpoint()
+    provenance = _our_pkl(cfg.MODEL.WEIGHTS)
+    if provenance is not None and not resumed:
+        logger.info(check_backbone_loaded(trainer.model, cfg.MODEL.WEIGHTS))
+    info = info or provenance or _model_backbone_info(trainer.model)
+    if info is None and resumed:
+        info = _backbone_record(cfg.OUTPUT_DIR)
+    if info is None and cfg.MODEL.WEIGHTS:
+        info = {"arch": backbone_arch(cfg), "source": cfg.MODEL.WEIGHTS}
+    if info is None:
+        raise SystemExit("no backbone weights: pass --backbone SOURCE (a checkpoint, or "
+                         "random:SEED for the random-init floor), or MODEL.WEIGHTS")
+    if comm.is_main_process():
+        (Path(cfg.OUTPUT_DIR) / "backbone.json").write_text(json.dumps(info, indent=2) + "\n")
+    trainer.train()
+    # DefaultTrainer keeps the final evaluation (EvalHook after the last iteration) here.
+    return getattr(trainer, "_last_eval_results", None), info
+
+
+def evaluate(cfg):
+    model = Trainer.build_model(cfg)
+    DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS,
+                                                                       resume=False)
+    info = _backbone_record(Path(cfg.MODEL.WEIGHTS).parent)  # written by the training run
+    if info is None:
+        info = {"arch": backbone_arch(cfg),
+                "source": f"unknown (no backbone.json beside {cfg.MODEL.WEIGHTS})"}
+    return Trainer.test(cfg, model), info
+
+
+def main(args):
+    start = time.time()
+    cfg, info = setup(args)
+    results, info = evaluate(cfg) if args.eval_only else train(args, cfg, info)
+    if not comm.is_main_process():
+        return results
+    if not results:
+        raise RuntimeError("training ended without evaluation results (DATASETS.TEST empty?)")
+    config = Path(args.config_file).resolve()
+    path = write_metrics(
+        Path(cfg.OUTPUT_DIR) / "metrics.json",
+        task="instance_segmentation" if cfg.MODEL.MASK_ON else "detection",
+        dataset=cfg.VICREGL.DATASET or cfg.DATASETS.TEST[0],
+        protocol=cfg.VICREGL.PROTOCOL or config.stem,
+        config=str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
+        backbone=info, metrics=metrics_from_results(results, cfg.DATASETS.TEST),
+        wall_s=time.time() - start,
+        gpus=comm.get_world_size() if torch.cuda.is_available() else 0,
+        extra={"output_dir": cfg.OUTPUT_DIR, "max_iter": cfg.SOLVER.MAX_ITER,
+               "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH, "eval_only": bool(args.eval_only),
+               "test_sets": list(cfg.DATASETS.TEST), "opts": list(args.opts)})
+    logger.info(f"wrote {path}")
+    return results
+
+
+def build_parser():
+    parser = default_argument_parser(epilog=__doc__)
+    parser.add_argument(
+        "--backbone", default="",
+        help="backbone weights: our export / training checkpoint, an official VICRegL file, a "
+             "torchvision ResNet state dict, or random:SEED (the random-init floor). ResNets are "
+             "converted to OUTPUT_DIR/backbone_<arch>.pkl; the architecture comes from the "
+             "config (RESNETS.DEPTH or CONVNEXT.ARCH). Omit it to use MODEL.WEIGHTS as given "
+             "(e.g. a .pkl from tools/convert.py) or when resuming")
+    parser.add_argument(
+        "--data-root", default=os.environ.get("DETECTRON2_DATASETS", "data"),
+        help="folder holding coco/, VOC2007/, VOC2012/ (detectron2's layout); default "
+             "$DETECTRON2_DATASETS, else data/")
+    return parser
+
+
+if __name__ == "__main__":
+    args = build_parser().parse_args()
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))

@@ -1,0 +1,142 @@
+"""ResNet backbone weights -> detectron2's ``.pkl`` format. Does not import detectron2.
+
+Input is a ``BackboneWeights`` from ``transfer.weights.read_backbone`` (our exports and training
+checkpoints, the official VICRegL files, torchvision state dicts, ``random:SEED``), so the keys
+are torchvision's. Renaming, as MoCo / DenseCL / PixPro do:
+
+    conv1 / bn1                      -> stem.conv1 / stem.conv1.norm
+    layer{1..4}.{b}.conv{k} / bn{k}  -> res{2..5}.{b}.conv{k} / conv{k}.norm
+    layer{i}.{b}.downsample.0 / .1   -> res{i+1}.{b}.shortcut / shortcut.norm
+
+Values are copied unchanged: the detectron2 model must then run with torchvision conventions
+(``INPUT.FORMAT RGB``, torchvision mean/std, ``RESNETS.STRIDE_IN_1X1 False``; the configs in
+``configs/detection/`` do). BatchNorm ``num_batches_tracked`` counters are not weights and are
+dropped (detectron2's FrozenBN has none); every other key must be renamed or conversion fails.
+"""
+import os
+import pickle
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+AUTHOR = "vicregl-suite"  # the ``__author__`` of our files; detectron2 logs it when loading
+_BN = r"(weight|bias|running_mean|running_var)"
+_COUNTER = re.compile(r"(^|\.)num_batches_tracked$")
+_RULES = (
+    (re.compile(r"^conv1\.weight$"), lambda m: "stem.conv1.weight"),
+    (re.compile(rf"^bn1\.{_BN}$"), lambda m: f"stem.conv1.norm.{m[1]}"),
+    (re.compile(r"^layer([1-4])\.(\d+)\.conv([1-3])\.weight$"),
+     lambda m: f"res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.weight"),
+    (re.compile(rf"^layer([1-4])\.(\d+)\.bn([1-3])\.{_BN}$"),
+     lambda m: f"res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.norm.{m[4]}"),
+    (re.compile(r"^layer([1-4])\.(\d+)\.downsample\.0\.weight$"),
+     lambda m: f"res{int(m[1]) + 1}.{m[2]}.shortcut.weight"),
+    (re.compile(rf"^layer([1-4])\.(\d+)\.downsample\.1\.{_BN}$"),
+     lambda m: f"res{int(m[1]) + 1}.{m[2]}.shortcut.norm.{m[3]}"),
+)
+DROPPED = ""  # the target name, in the key map, of a key deliberately not converted
+
+
+def detectron2_name(key: str) -> str | None:
+    """The detectron2 name of a torchvision ResNet key; ``None`` when no rule applies."""
+    for pattern, rename in _RULES:
+        match = pattern.match(key)
+        if match:
+            return rename(match)
+    return None
+
+
+def convert_resnet(weights) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+    """Convert a ResNet ``BackboneWeights`` to detectron2 names.
+
+    Returns ``(model_dict, key_map)``: ``model_dict`` maps detectron2 names to float numpy
+    arrays; ``key_map`` lists every source key with its target, in source order (target
+    ``DROPPED`` for the BatchNorm counters). Raises ``ValueError`` naming the source and the
+    keys when any key has no detectron2 name.
+    """
+    if not weights.arch.startswith("resnet"):
+        raise ValueError(f"{weights.source}: convert_resnet needs a ResNet, got {weights.arch} "
+                         "(ConvNeXt is a registered backbone: set MODEL.CONVNEXT.WEIGHTS)")
+    model_dict: dict[str, np.ndarray] = {}
+    key_map: list[tuple[str, str]] = []
+    unmatched = []
+    for key, tensor in weights.state_dict.items():
+        if _COUNTER.search(key):
+            key_map.append((key, DROPPED))
+            continue
+        name = detectron2_name(key)
+        if name is None:
+            unmatched.append(key)
+            continue
+        if name in model_dict:  # impossible with the rules above; guards future edits
+            raise ValueError(f"{weights.source}: two keys map to {name}")
+        model_dict[name] = tensor.detach().cpu().float().numpy().copy()
+        key_map.append((key, name))
+    if unmatched:
+        raise ValueError(f"{weights.source} ({weights.arch}): {len(unmatched)} keys have no "
+                         f"detectron2 name: {', '.join(unmatched[:10])}"
+                         + (" ..." if len(unmatched) > 10 else ""))
+    return model_dict, key_map
+
+
+def format_key_map(key_map: list[tuple[str, str]]) -> str:
+    """The key map as text, one ``source -> target`` line per key, and a count line."""
+    width = max((len(src) for src, _ in key_map), default=0)
+    lines = [f"{src:<{width}} -> {dst if dst != DROPPED else '(dropped: BatchNorm step counter)'}"
+             for src, dst in key_map]
+    converted = sum(dst != DROPPED for _, dst in key_map)
+    lines.append(f"{converted} tensors converted, {len(key_map) - converted} counters dropped, "
+                 f"0 unmatched (of {len(key_map)} keys)")
+    return "\n".join(lines)
+
+
+def write_pkl(path: str | Path, model_dict: dict[str, np.ndarray],
+              provenance: dict | None = None) -> Path:
+    """Write ``model_dict`` as a detectron2 weights file (atomically).
+
+    The file holds ``{"model", "__author__", "matching_heuristics": True}``: detectron2 then
+    matches our names by suffix (``res2.0.conv1.weight`` -> ``backbone.bottom_up.res2...`` in
+    FPN models, ``roi_heads.res5...`` in C4 models). ``provenance`` (``BackboneWeights.info()``)
+    is stored under ``__vicregl__`` for metrics.json; detectron2 ignores that key.
+    """
+    bad = [k for k, v in model_dict.items() if not isinstance(v, np.ndarray)]
+    if bad:
+        raise TypeError(f"{path}: values must be numpy arrays; not for {', '.join(bad[:5])}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"model": model_dict, "__author__": AUTHOR, "matching_heuristics": True}
+    if provenance is not None:
+        data["__vicregl__"] = dict(provenance)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.time_ns()}")
+    with open(tmp, "wb") as f:
+        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+    return path
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles dicts, strings, numbers and numpy arrays, nothing that can run code."""
+
+    _ALLOWED = {("collections", "OrderedDict")}
+    _NUMPY = {"_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer"}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED or (module.startswith("numpy") and name in self._NUMPY):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+
+
+def read_pkl(path: str | Path) -> dict:
+    """Read a detectron2 ``.pkl`` weights file safely (arrays only) and check its layout."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = _ArraysOnly(f, encoding="latin1").load()
+    except (OSError, pickle.UnpicklingError, EOFError) as exc:
+        raise ValueError(f"{path}: not a readable detectron2 .pkl weights file ({exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise ValueError(f"{path}: expected a dict with a 'model' dict of arrays "
+                         "(detectron2's .pkl format)")
+    return data
