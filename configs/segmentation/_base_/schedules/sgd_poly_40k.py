@@ -1,0 +1,4 @@
+# SGD lr 0.01, momentum 0.9, weight decay 5e-4, poly decay (power 0.9, to 1e-4) over 40k
+# iterations, by iteration; checkpoints and validation every 4k (mmseg's schedule_40k).
+# The ResNet linear protocol (VICRegL) and the FCN / UPerNet R50 fine-tuning protocols.
+_base_ = ['mmseg::_base_/schedules/schedule_40k.py']

@@ -1,0 +1,15 @@
+# Fine-tuned segmentation, ConvNeXt paper / mmseg protocol: UPerNet on ConvNeXt-Small (the
+# pretraining module, no layer scale; drop path 0.3), ADE20k (150 classes), crop 512, 160k
+# iterations, batch 16, AdamW 1e-4 with stage-wise decay 0.9, fp16, warm-up 1500, poly 1.0,
+# slide inference 512/341. Reference mIoU (supervised ImageNet-1k ConvNeXt-Small): 48.6.
+_base_ = [
+    './_base_/models/upernet_convnext.py', './_base_/datasets/ade20k.py',
+    './_base_/schedules/adamw_layerdecay_amp_160k.py', './_base_/default_runtime.py'
+]
+crop_size = (512, 512)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(arch='convnext_small', drop_path_rate=0.3),
+    decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
+    auxiliary_head=dict(in_channels=384, num_classes=150),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))

@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""Write small synthetic datasets in the real on-disk layouts under one data root.
+
+Scenes come from pretrain.synthetic.render_scene (class = shape x texture, colours random),
+so every framework reads them with its own dataset code and the metrics measure learning.
+
+Formats and where they go (the data-root convention of shared/design.md):
+  voc         ROOT/VOCdevkit/VOC2012            PASCAL VOC 2012 + SBD aug (segmentation)
+  cityscapes  ROOT/cityscapes                   Cityscapes fine, label train ids
+  ade20k      ROOT/ade/ADEChallengeData2016     ADE20k SceneParsing
+  coco        ROOT/coco                         COCO instances (transfer.synthetic_detection)
+  voc_det     ROOT/VOC2007, ROOT/VOC2012        VOC detection XML, detectron2's layout (idem)
+  imagefolder ROOT/imagenet/train/<class>/      ImageNet-style folder for pretraining
+
+Examples:
+  python tools/make_synthetic_data.py --root /tmp/synth --formats voc,cityscapes,ade20k
+  python tools/make_synthetic_data.py --root data_demo --formats voc --num-train 200 \\
+      --num-val 50 --size 96
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import _bootstrap  # noqa: F401
+
+from transfer.synthetic_datasets import WRITERS
+
+FORMATS = ("voc", "cityscapes", "ade20k", "coco", "voc_det", "imagefolder")
+
+
+def write_detection(kind: str, root: Path, num_train: int, num_val: int, size: int, seed: int):
+    try:
+        from transfer import synthetic_detection
+    except ImportError as exc:
+        raise SystemExit(f"--formats {kind} needs transfer/synthetic_detection.py "
+                         f"(write_coco, write_voc_detection), which could not be imported: "
+                         f"{exc}") from exc
+    writer = synthetic_detection.write_coco if kind == "coco" else \
+        synthetic_detection.write_voc_detection
+    return writer(root, num_train, num_val, size, seed)
+
+
+def write_format(kind: str, root: Path, num_train: int, num_val: int, size: int, seed: int):
+    if kind in WRITERS:
+        return WRITERS[kind](root, num_train, num_val, size, seed)
+    if kind in ("coco", "voc_det"):
+        return write_detection(kind, root, num_train, num_val, size, seed)
+    from pretrain.synthetic import write_image_folder
+
+    return write_image_folder(root / "imagenet", num_train, size, seed)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", required=True, type=Path, help="data root to write under")
+    parser.add_argument("--formats", default="voc,cityscapes,ade20k",
+                        help=f"comma-separated, from {','.join(FORMATS)}")
+    parser.add_argument("--num-train", type=int, default=16, help="training images per format "
+                        "(imagefolder: all its images)")
+    parser.add_argument("--num-val", type=int, default=8, help="validation images per format")
+    parser.add_argument("--size", type=int, default=64,
+                        help="image side in pixels (Cityscapes: size x 2*size); 64 is enough "
+                             "for tests, 96-128 for a demo where numbers should move")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    kinds = [k.strip() for k in args.formats.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in FORMATS]
+    if unknown or not kinds:
+        raise SystemExit(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    for kind in kinds:
+        where = write_format(kind, args.root, args.num_train, args.num_val, args.size, args.seed)
+        print(f"{kind}: {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

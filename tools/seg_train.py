@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""Train a segmentation transfer experiment with MMSegmentation 1.x (mmengine's Runner).
+
+One process, torchrun or SLURM; the checkpoint, data root and GPU count are arguments, the
+protocol is the config. Before building anything it checks the dataset layout and that the
+checkpoint is a converted one of the config's architecture; before the first iteration the
+config's VerifyPretrainedHook checks the backbone holds exactly that checkpoint. At the end it
+writes WORK_DIR/metrics.json from the final validation (mIoU, mAcc, aAcc, per-class IoU).
+
+Examples:
+  # one process (GPU if present, else CPU)
+  python tools/seg_train.py configs/segmentation/linear_resnet50_voc12aug_40k.py \\
+      --checkpoint ckpt/r50_mmseg.pth --data-root data --work-dir work_dirs/linear_r50_voc
+  # 8 GPUs on one machine (total batch 16 -> 2 per GPU)
+  torchrun --nproc_per_node 8 tools/seg_train.py CONFIG --launcher pytorch --checkpoint C
+  # SLURM, one task per GPU; requeue with the same command plus --resume
+  srun -N 2 --ntasks-per-node 4 --gpus-per-task 1 python tools/seg_train.py CONFIG \\
+      --launcher slurm --checkpoint C --work-dir W --resume
+  # CPU smoke run on the synthetic data: 20 iterations of 64-pixel crops
+  python tools/seg_train.py configs/segmentation/linear_convnext_small_voc12aug_40k.py \\
+      --checkpoint mini.pth --data-root /tmp/synth --max-iters 20 --crop-size 64 \\
+      --total-batch 4 --num-workers 0 \\
+      --cfg-options model.backbone.arch=convnext_mini \\
+      "model.decode_head.in_channels=[16,32,64,128]"
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import _bootstrap  # noqa: F401
+
+from mmengine.config import Config, DictAction
+
+from transfer.mmseg_side import overrides
+from transfer.mmseg_side.checkpoint import arch_of_backbone_cfg, read_checkpoint
+from transfer.mmseg_side.layouts import check_dataset
+
+DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="an experiment of configs/segmentation/")
+    parser.add_argument("--checkpoint", required=True,
+                        help="backbone checkpoint written by tools/convert.py --framework mmseg "
+                             "(convert random:0 for the random-initialisation floor)")
+    parser.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV, "data"),
+                        help=f"root holding VOCdevkit/VOC2012, cityscapes, "
+                             f"ade/ADEChallengeData2016 (default ${DATA_ROOT_ENV} or data)")
+    parser.add_argument("--work-dir", help="logs, checkpoints, metrics.json "
+                                           "(default runs/segmentation/<config name>)")
+    parser.add_argument("--launcher", choices=("none", "pytorch", "slurm", "mpi"),
+                        default="none", help="none: one process; pytorch: under torchrun; "
+                                             "slurm: under srun, one task per GPU")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None,
+                        help="resume: without a value from the latest checkpoint of the work "
+                             "dir (starting fresh if there is none, so a requeued job can "
+                             "always pass it), or from the given checkpoint")
+    parser.add_argument("--total-batch", type=int,
+                        help="images per iteration over all GPUs (default: the protocol's, 16 "
+                             "for most); the per-GPU batch is this / number of processes")
+    parser.add_argument("--max-iters", type=int,
+                        help="shorten the schedule (warm-up, decay, validation and checkpoint "
+                             "intervals scale with it); for tests and demos, not for results")
+    parser.add_argument("--crop-size", type=int,
+                        help="scale every input size so the crop's short side is this (e.g. 64 "
+                             "with 64-pixel synthetic images); for tests and demos")
+    parser.add_argument("--num-workers", type=int,
+                        help="dataloader workers per process (0 loads in the main process)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+                        help="final config edits key=value, e.g. train_cfg.val_interval=1000 "
+                             "or model.backbone.arch=convnext_mini")
+    return parser.parse_args(argv)
+
+
+def build_config(args) -> tuple[Config, dict]:
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or str(Path("runs/segmentation") / Path(args.config).stem)
+    cfg.randomness = dict(seed=args.seed)
+    world = overrides.world_size(args.launcher)
+    data_dir = overrides.set_data_root(cfg, args.data_root)
+    overrides.set_batch(cfg, args.total_batch or cfg.total_batch_size, world)
+    overrides.set_pretrained(cfg, args.checkpoint)
+    if args.max_iters:
+        overrides.set_max_iters(cfg, args.max_iters)
+    if args.crop_size:
+        overrides.set_crop_size(cfg, args.crop_size)
+    if args.num_workers is not None:
+        overrides.set_num_workers(cfg, args.num_workers)
+    if args.resume:
+        cfg.resume = True
+        cfg.load_from = None if args.resume == "auto" else args.resume
+    cfg.merge_from_dict(args.cfg_options)
+    return cfg, {"world": world, "data_dir": str(data_dir)}
+
+
+def preflight(cfg, args) -> dict:
+    """Fail before any model or worker exists: dataset layout, checkpoint format and arch."""
+    try:
+        print(check_dataset(cfg.dataset_name, args.data_root))
+        meta = read_checkpoint(args.checkpoint)["meta"]
+    except (ValueError, FileNotFoundError) as exc:  # layout and format errors name the files
+        raise SystemExit(str(exc)) from exc
+    arch = arch_of_backbone_cfg(cfg.model.backbone)
+    if meta["arch"] != arch:
+        raise SystemExit(f"{args.checkpoint} holds a {meta['arch']} backbone but {args.config} "
+                         f"builds {arch}; pick the matching config, or for a small test "
+                         f"variant override the backbone (--cfg-options "
+                         f"model.backbone.arch=... / model.backbone.depth=...) and the head's "
+                         f"in_channels")
+    return meta["backbone"]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg, run = build_config(args)
+    backbone = preflight(cfg, args)
+
+    from mmengine.dist import barrier, is_main_process
+
+    from transfer.mmseg_side.runner import (SegRunner, find_metric, metrics_record,
+                                            write_run_marker, write_seg_metrics)
+
+    runner = SegRunner.from_cfg(cfg)
+    if is_main_process():
+        write_run_marker(cfg.work_dir, {
+            "config": args.config, "checkpoint": str(args.checkpoint), "backbone": backbone,
+            "dataset": cfg.dataset_name, "data_dir": run["data_dir"], "protocol": cfg.protocol,
+            "processes": run["world"], "batch_per_process": cfg.train_dataloader.batch_size})
+    barrier()  # every process checks the marker before trusting a checkpoint to resume from
+    start = time.time()
+    runner.train()
+    metric = find_metric(runner.val_loop.evaluator)
+    if not metric.evaluated:  # resumed after the last iteration: no final validation ran
+        runner.test()
+        metric = find_metric(runner.test_loop.evaluator)
+    if is_main_process():
+        metrics, per_class_acc = metrics_record(metric)
+        path = write_seg_metrics(
+            cfg.work_dir, cfg, args.config, backbone, metrics, time.time() - start,
+            run["world"], extra={
+                "per_class_acc": per_class_acc, "iterations": cfg.train_cfg.max_iters,
+                "total_batch": cfg.train_dataloader.batch_size * run["world"],
+                "log_dir": runner.log_dir})
+        print(f"mIoU {metric.summary['mIoU']:.2f}, mAcc {metric.summary['mAcc']:.2f}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

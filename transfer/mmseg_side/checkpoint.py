@@ -1,0 +1,142 @@
+"""The checkpoint MMSegmentation loads, and the strict check that it was loaded.
+
+Format written by ``tools/convert.py --framework mmseg`` (loadable with ``weights_only``)::
+
+    {"state_dict": {"backbone.<official key>": tensor, ...},
+     "meta": {"format": MMSEG_FORMAT, "arch": ..., "backbone": BackboneWeights.info(),
+              "coverage": ..., "git_sha": ...}}
+
+A config loads it with ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')``
+on the backbone. mmengine's ``Pretrained`` loads with ``strict=False`` and only logs what did
+not match, so ``verify_backbone`` (run by ``VerifyPretrainedHook`` before the first iteration)
+compares the backbone with the file tensor by tensor and raises on any difference.
+
+Key maps: the official names are kept. mmseg's ``ResNet`` (``type='ResNet'``, V1b, pytorch
+style) has exactly torchvision's names; ``VICRegLConvNeXt`` is the pretraining module. So the
+only change is the ``backbone.`` prefix; ``mmseg_model_keys`` proves it by a strict load.
+"""
+from pathlib import Path
+
+import torch
+
+from pretrain.backbones import CONVNEXT_SPECS, RESNET_SPECS
+from pretrain.checkpoint import atomic_save, git_sha
+from pretrain.official import load_state_file
+
+MMSEG_FORMAT = "vicregl-suite/mmseg-backbone/v1"
+PREFIX = "backbone."
+
+
+def mmseg_backbone_cfg(arch: str, **overrides) -> dict:
+    """The mmseg backbone config that holds ``arch`` with the official key names."""
+    if arch in RESNET_SPECS:
+        cfg = dict(type="ResNet", depth=int(arch.removeprefix("resnet")), style="pytorch")
+    elif arch in CONVNEXT_SPECS:
+        cfg = dict(type="VICRegLConvNeXt", arch=arch)
+    else:
+        raise ValueError(f"no mmseg backbone for {arch!r}; expected one of "
+                         f"{', '.join(tuple(RESNET_SPECS) + tuple(CONVNEXT_SPECS))}")
+    cfg.update(overrides)
+    return cfg
+
+
+def arch_of_backbone_cfg(cfg: dict) -> str:
+    """The official architecture name a config's backbone builds (inverse of the above)."""
+    kind = cfg.get("type")
+    if kind in ("ResNet", "mmseg.ResNet"):
+        return f"resnet{cfg.get('depth')}"
+    if kind == "VICRegLConvNeXt":
+        return cfg.get("arch", "convnext_small")
+    raise ValueError(f"backbone type {kind!r} takes no converted VICRegL checkpoint; use "
+                     "type='ResNet' (not ResNetV1c: its deep stem does not fit torchvision "
+                     "weights) or type='VICRegLConvNeXt'")
+
+
+def convert(weights) -> tuple[dict, dict[str, str]]:
+    """A ``transfer.weights.BackboneWeights`` -> (mmseg checkpoint, key map source->target)."""
+    key_map = {key: PREFIX + key for key in weights.state_dict}
+    checkpoint = {
+        "state_dict": {key_map[k]: v.detach().cpu().contiguous()
+                       for k, v in weights.state_dict.items()},
+        "meta": {"format": MMSEG_FORMAT, "arch": weights.arch, "backbone": weights.info(),
+                 "coverage": weights.coverage(), "git_sha": git_sha()},
+    }
+    return checkpoint, key_map
+
+
+def mmseg_model_keys(arch: str, state_dict: dict[str, torch.Tensor]) -> int:
+    """Build the mmseg backbone for ``arch`` and load ``state_dict`` (no prefix) strictly;
+    returns the number of tensors loaded. Imports mmseg and registers our modules."""
+    from mmseg.registry import MODELS
+
+    import transfer.mmseg_side.register  # noqa: F401  (VICRegLConvNeXt)
+
+    backbone = MODELS.build(mmseg_backbone_cfg(arch))
+    own = backbone.state_dict()
+    missing, unexpected = sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own))
+    shapes = sorted(k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
+    if missing or unexpected or shapes:
+        raise ValueError(f"the {arch} weights do not fit mmseg's {type(backbone).__name__}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                         f"shape mismatch {shapes[:5]}")
+    backbone.load_state_dict(state_dict, strict=True)
+    return len(state_dict)
+
+
+def write_checkpoint(path: str | Path, weights) -> dict[str, str]:
+    checkpoint, key_map = convert(weights)
+    atomic_save(checkpoint, path)
+    return key_map
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Read a converted checkpoint (weights_only) and check its format; clear errors."""
+    raw = load_state_file(path)
+    meta = raw.get("meta") if isinstance(raw, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != MMSEG_FORMAT:
+        raise ValueError(f"{path} is not an mmseg backbone checkpoint written by "
+                         f"tools/convert.py (no meta.format == {MMSEG_FORMAT!r}); convert it: "
+                         f"python tools/convert.py --framework mmseg --arch ARCH "
+                         f"--source {path} --out OUT.pth")
+    state = raw.get("state_dict")
+    if not isinstance(state, dict) or not state or not all(k.startswith(PREFIX) for k in state):
+        raise ValueError(f"{path}: state_dict must hold only {PREFIX}* tensors")
+    return raw
+
+
+def verify_backbone(backbone: torch.nn.Module, path: str | Path, prefix: str = PREFIX) -> str:
+    """Raise unless ``backbone`` holds exactly the tensors of ``path`` under ``prefix``:
+    same keys, same shapes, equal values. Returns a one-line summary for the log."""
+    raw = load_state_file(path)
+    state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a checkpoint with a state_dict")
+    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    own = backbone.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    common = sorted(set(own) & set(state))
+    shapes = [k for k in common if own[k].shape != state[k].shape]
+    differ = [k for k in common if k not in shapes
+              and not torch.equal(own[k].detach().cpu(), state[k].to(own[k].dtype))]
+
+    def few(keys):
+        return ", ".join(keys[:5]) + (f" ... ({len(keys)} in all)" if len(keys) > 5 else "")
+
+    parts = []
+    if not state:
+        parts.append(f"no tensors with the prefix {prefix!r}")
+    if missing:
+        parts.append(f"backbone tensors not in the file (left at random init): {few(missing)}")
+    if unexpected:
+        parts.append(f"file tensors the backbone does not have: {few(unexpected)}")
+    if shapes:
+        parts.append("shape mismatch: " + few(
+            [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes]))
+    if differ:
+        parts.append(f"values differ after loading: {few(differ)}")
+    if parts:
+        raise ValueError(f"pretrained checkpoint {path} does not fit the backbone "
+                         f"{type(backbone).__name__}: " + "; ".join(parts))
+    return (f"backbone {type(backbone).__name__} holds all {len(own)} tensors of {path} "
+            f"(prefix {prefix!r}), values checked equal")

@@ -1,0 +1,152 @@
+"""mmengine's Runner with safe checkpoint loading, the run marker, and metrics.json.
+
+torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine 0.10.7 does not pass
+``weights_only``: its own checkpoints (the message hub's numpy values, the scheduler state)
+then fail to load. ``SegRunner`` does not turn ``weights_only`` off. It allow-lists exactly
+the globals mmengine's checkpoints contain (``MMENGINE_CHECKPOINT_GLOBALS``), and only for a
+file inside a work dir that tools/seg_train.py created (it holds ``seg_run.json``): resuming
+a run from its own work dir, or testing a checkpoint beside its run's marker. Any other file
+loads with plain ``weights_only``; when that fails the error says why and what to do.
+
+``load_from`` (tools/seg_test.py) loads strictly: a checkpoint that does not fit the model is
+an error, not a log line.
+"""
+import builtins
+import json
+from contextlib import contextmanager, nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import find_latest_checkpoint
+
+from pretrain.checkpoint import git_sha
+from transfer.metrics import write_metrics
+
+RUN_MARKER = "seg_run.json"
+
+
+def _numpy_globals() -> list:
+    """numpy's pickle entry points for arrays, scalars and dtypes (module moved in numpy 2)."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    # dtype objects are rebuilt through their class (Float64DType, ...): the numeric ones
+    # the message hub may log.
+    dtypes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64,
+                                           np.int32, np.uint8, np.bool_)]
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtypes]
+
+
+# What mmengine 0.10.7's checkpoints pickle besides tensors and containers (found with
+# ``torch.serialization.get_unsafe_globals_in_checkpoint`` on seg_train checkpoints): numpy
+# arrays, scalars and dtypes of the message hub, its HistoryBuffer, and ``getattr``, with
+# which pickle stores HistoryBuffer's statistic methods. The weights-only unpickler still
+# refuses to call or build anything outside this list: ``getattr`` can fetch, not run, code.
+MMENGINE_CHECKPOINT_GLOBALS = [*_numpy_globals(), HistoryBuffer, builtins.getattr]
+
+
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+def run_dir_of(path: str | Path) -> Path | None:
+    """The seg_train work dir holding ``path`` (the nearest folder with the marker), if any."""
+    for folder in Path(path).resolve().parents:
+        if (folder / RUN_MARKER).is_file():
+            return folder
+    return None
+
+
+@contextmanager
+def checkpoint_trust(path: str | Path, trusted_dir: str | Path | None):
+    """Allow mmengine's checkpoint globals while loading ``path`` iff it lies in
+    ``trusted_dir`` and that folder is a seg_train work dir; explain a weights_only refusal."""
+    trusted = (trusted_dir is not None and (Path(trusted_dir) / RUN_MARKER).is_file()
+               and is_inside(path, trusted_dir))
+    allow = torch.serialization.safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
+    try:
+        with allow if trusted else nullcontext():
+            yield trusted
+    except Exception as exc:  # noqa: BLE001 - only the weights_only refusal is re-worded
+        if trusted or "weights_only" not in str(exc):
+            raise
+        raise RuntimeError(
+            f"{path} was refused by torch.load(weights_only=True): it pickles objects other "
+            f"than tensors. mmengine checkpoints are trusted only inside a work dir written by "
+            f"tools/seg_train.py (one holding {RUN_MARKER}); this one is not. If you made this "
+            f"file, load it from its run's work dir.\n{type(exc).__name__}: {exc}") from exc
+
+
+class SegRunner(Runner):
+    """``Runner`` whose checkpoint loading follows the policy of the module docstring.
+
+    ``trusted_dir``: where mmengine's own checkpoints may be unpickled with the allow-list
+    (default: this run's work dir)."""
+
+    trusted_dir: str | None = None
+
+    def load_or_resume(self) -> None:
+        if self._has_loaded:
+            return
+        trusted_dir = self.trusted_dir or self.work_dir
+        if self._resume:
+            path = self._load_from or find_latest_checkpoint(self.work_dir)
+            if path is None:
+                self.logger.info(f"resume: no checkpoint in {self.work_dir} yet; "
+                                 "starting at iteration 0")
+                return
+            with checkpoint_trust(path, trusted_dir):
+                self.resume(path)
+        elif self._load_from is not None:
+            with checkpoint_trust(self._load_from, trusted_dir):
+                self.load_checkpoint(self._load_from, strict=True)
+        else:
+            return
+        self._has_loaded = True
+
+
+def write_run_marker(work_dir: str | Path, record: dict) -> Path:
+    """``seg_run.json``: what this work dir holds (config, checkpoint, backbone, data)."""
+    path = Path(work_dir) / RUN_MARKER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = dict(record, git_sha=git_sha(),
+                  started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def metrics_record(metric) -> tuple[dict, dict]:
+    """A ``PerClassIoUMetric`` after evaluation -> (the ``metrics`` entry of metrics.json:
+    aAcc, mIoU, mAcc and ``per_class`` IoU; the per-class accuracy, kept beside it)."""
+    if not metric.per_class:
+        raise RuntimeError("the evaluator holds no results: no evaluation ran on this process")
+    summary = {k: float(v) for k, v in metric.summary.items()}
+    iou = {name: values.get("IoU") for name, values in metric.per_class.items()}
+    acc = {name: values.get("Acc") for name, values in metric.per_class.items()}
+    return {**summary, "per_class": iou}, acc
+
+
+def find_metric(evaluator):
+    from .metric import PerClassIoUMetric
+
+    for metric in evaluator.metrics:
+        if isinstance(metric, PerClassIoUMetric):
+            return metric
+    raise RuntimeError("the evaluator has no PerClassIoUMetric: set val_evaluator / "
+                       "test_evaluator type='PerClassIoUMetric' (configs/segmentation/_base_)")
+
+
+def write_seg_metrics(work_dir: str | Path, cfg, config_path: str, backbone: dict,
+                      metrics: dict, wall_s: float, world: int, extra: dict | None = None) -> Path:
+    import torch.cuda
+
+    gpus = world if torch.cuda.is_available() else 0
+    return write_metrics(Path(work_dir) / "metrics.json", task="semantic_segmentation",
+                         dataset=cfg.dataset_name, protocol=cfg.protocol, config=config_path,
+                         backbone=backbone, metrics=metrics, wall_s=wall_s, gpus=gpus,
+                         extra=extra)
