@@ -43,8 +43,9 @@ def worker(rank, port, queue):
     terms = total_loss(emb, maps, locs, all_gather_with_grad)
     sum(terms.values()).backward()
     # DDP averages gradients over processes
-    queue.put((rank, {k: float(v) for k, v in terms.items()},
-               [e.grad / WORLD for e in emb], [m.grad / WORLD for m in maps]))
+    # numpy arrays travel by value: shared tensor storage would vanish with this process
+    queue.put((rank, {k: float(v.detach()) for k, v in terms.items()},
+               [(e.grad / WORLD).numpy() for e in emb], [(m.grad / WORLD).numpy() for m in maps]))
     dist.destroy_process_group()
 
 
@@ -77,7 +78,5 @@ def test_two_process_gather_matches_single_process():
         assert abs(mean_over_ranks - float(value)) <= 1e-9 * abs(float(value)), key
     for rank, _, emb_grads, map_grads in results:
         half = slice(rank * 4, rank * 4 + 4)
-        for full, part in zip(emb, emb_grads):
-            torch.testing.assert_close(part, full.grad[half], rtol=1e-9, atol=1e-12)
-        for full, part in zip(maps, map_grads):
-            torch.testing.assert_close(part, full.grad[half], rtol=1e-9, atol=1e-12)
+        for full, part in zip(emb + maps, emb_grads + map_grads):
+            torch.testing.assert_close(torch.from_numpy(part), full.grad[half], rtol=1e-9, atol=1e-12)
