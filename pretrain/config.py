@@ -18,6 +18,8 @@ DEFAULTS: dict[str, Any] = {
         "drop_path_rate": 0.1,
         "layer_scale_init_value": 0.0,
         "fuse_views": False,
+        # heads once per crop size, BatchNorm statistics still per view (exact; faster)
+        "fuse_heads": False,
     },
     "loss": {
         "alpha": 0.75,
@@ -40,6 +42,10 @@ DEFAULTS: dict[str, Any] = {
         "flip_grid": False,
         "num_workers": 10,
         "max_corrupt": 100,
+        # pil: the official per-image PIL augmentation in the workers. fast: decode once, crop
+        # and flip on uint8 in the workers, photometric augmentation batched on the training
+        # device (pretrain/fast_augment.py, pretrain/photometric.py; docs/performance.md).
+        "pipeline": "pil",
     },
     "optim": {
         "optimizer": "adamw",  # adamw | lars
@@ -50,6 +56,8 @@ DEFAULTS: dict[str, Any] = {
         "end_lr_ratio": 0.001,
         "weight_decay": 0.05,
         "max_steps": None,  # stop early (smoke runs); the schedule still spans all epochs
+        # AdamW's fused kernel / LARS's multi-tensor update (same updates, fewer kernels)
+        "fused": False,
     },
     "run": {
         "output_dir": None,  # default: runs/<recipe name>
@@ -57,6 +65,9 @@ DEFAULTS: dict[str, Any] = {
         "precision": "fp16",  # fp16 (autocast + GradScaler, official) | bf16 | fp32
         "channels_last": True,
         "compile": False,
+        # 1: read the loss on every step before its backward pass (a host-device sync per
+        # step); N > 1: a device-side record read every N steps and before every checkpoint
+        "check_finite_every_steps": 1,
         "sync_bn": True,
         "probe": True,  # online linear probe on view 0 when the dataset has labels
         "checkpoint_every_steps": 1000,

@@ -6,10 +6,8 @@ so a run killed at any moment and restarted reaches the same weights as an unint
 """
 import io
 import json
-import math
 import random
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +19,17 @@ from tqdm import tqdm
 from . import distributed as dist_utils
 from .checkpoint import TRAIN_FORMAT, atomic_save, export_backbone, git_sha
 from .config import data_root
-from .data import MultiCropDataset, build_dataset, collate_multicrop
+from .data import build_dataset
 from .model import VICRegL
 from .official import load_state_file
 from .optim import build_optimizer, learning_rate
+from .pipeline import build_pipeline
 from .run_logging import RunLogger, log, plot_losses, setup_console
 from .sampler import ResumableDistributedSampler
+from .step import FiniteLossGuard, NonFiniteLossError, train_step  # noqa: F401 (re-exported)
 from .transforms import MultiCropAugmentation
 
 CHECKPOINT_NAME = "checkpoint.pth"
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 def build_model(cfg: dict, num_classes: int | None) -> VICRegL:
@@ -43,7 +39,8 @@ def build_model(cfg: dict, num_classes: int | None) -> VICRegL:
                    l2_all_matches=loss["l2_all_matches"], inv_coeff=loss["inv_coeff"],
                    var_coeff=loss["var_coeff"], cov_coeff=loss["cov_coeff"],
                    num_classes=num_classes, drop_path_rate=m["drop_path_rate"],
-                   layer_scale_init_value=m["layer_scale_init_value"], fuse_views=m["fuse_views"])
+                   layer_scale_init_value=m["layer_scale_init_value"], fuse_views=m["fuse_views"],
+                   fuse_heads=m["fuse_heads"])
 
 
 def build_augmentation(cfg: dict, backbone: nn.Module) -> MultiCropAugmentation:
@@ -91,13 +88,6 @@ def _device(cfg: dict, local_rank: int) -> torch.device:
     return torch.device(f"cuda:{local_rank}" if choice == "cuda" else "cpu")
 
 
-def _autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def train(cfg: dict, data_root_override: str | None = None) -> Path:
     """Train (or resume) the run in ``cfg["run"]["output_dir"]``; returns its checkpoint path."""
     rank, world, local_rank = dist_utils.init_distributed()
@@ -105,7 +95,12 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
     run, optim_cfg = cfg["run"], cfg["optim"]
     if run["precision"] not in ("fp16", "bf16", "fp32"):
         raise ValueError(f"run.precision must be fp16, bf16 or fp32, got {run['precision']!r}")
+    if not isinstance(run["check_finite_every_steps"], int) or run["check_finite_every_steps"] < 1:
+        raise ValueError("run.check_finite_every_steps must be an integer >= 1, got "
+                         f"{run['check_finite_every_steps']!r}")
     device = _device(cfg, local_rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: autotuned kernels (official)
     out = Path(run["output_dir"])
     ckpt_path = out / CHECKPOINT_NAME
     sha = git_sha()
@@ -123,7 +118,9 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
     base = build_base_dataset(cfg, data_root_override)
     num_classes = getattr(base, "num_classes", None) if run["probe"] else None
     model = build_model(cfg, num_classes)
-    dataset = MultiCropDataset(base, build_augmentation(cfg, model.backbone), seed=seed)
+    dataset, collate, to_device = build_pipeline(
+        cfg["data"]["pipeline"], base, build_augmentation(cfg, model.backbone), seed, device,
+        run["channels_last"])
     if world > 1 and run["sync_bn"]:
         if device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -144,7 +141,8 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
     warmup_steps = optim_cfg["warmup_epochs"] * steps_per_epoch
     last_step = min(total_steps, optim_cfg["max_steps"] or total_steps)
 
-    optimizer = build_optimizer(model, optim_cfg["optimizer"], optim_cfg["weight_decay"])
+    optimizer = build_optimizer(model, optim_cfg["optimizer"], optim_cfg["weight_decay"],
+                                fused=optim_cfg["fused"])
     scaler = torch.amp.GradScaler(device.type, enabled=run["precision"] == "fp16")
 
     step = 0
@@ -169,6 +167,10 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
     logger = RunLogger(out, enabled=rank == 0)
     logger.truncate_after(step)
     corrupt: list[str] = []
+    guard = FiniteLossGuard(device)
+    check_every = run["check_finite_every_steps"]
+    nan_hint = (f"; the last good checkpoint {ckpt_path} is kept. Lower optim.base_lr, or try "
+                "run.precision=bf16.")
 
     def save(current_step: int) -> None:
         rng_states = [_rng_state()]
@@ -196,7 +198,7 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
         epoch, start_batch = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch, start_batch)
         loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler,
-                            num_workers=num_workers, collate_fn=collate_multicrop,
+                            num_workers=num_workers, collate_fn=collate,
                             pin_memory=device.type == "cuda", drop_last=True,
                             # its own generator: creating the iterator would otherwise draw
                             # from the global RNG, and a resumed run creates it mid-epoch
@@ -212,24 +214,16 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
                                end_lr_ratio=optim_cfg["end_lr_ratio"])
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            memory = torch.channels_last if run["channels_last"] else torch.contiguous_format
-            views = [v.to(device, non_blocking=True).contiguous(memory_format=memory)
-                     for v in sample["views"]]
-            locations = [g.to(device, non_blocking=True) for g in sample["locations"]]
-            labels = sample["labels"].to(device, non_blocking=True)
-            labels = labels if num_classes and bool((labels >= 0).all()) else None
-            with _autocast(run["precision"], device):
-                loss, logs = train_model(views, locations, labels)
-            if not math.isfinite(loss.item()):
-                raise NonFiniteLossError(
-                    f"non-finite loss ({loss.item()}) at step {step}, terms "
-                    f"{ {k: float(v) for k, v in logs.items()} }; the last good checkpoint "
-                    f"{ckpt_path} is kept. Lower optim.base_lr, or try run.precision=bf16.")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            views, locations, labels = to_device(sample)
+            # decided on the host copy: reading the device labels would synchronise
+            labels = labels if num_classes and bool((sample["labels"] >= 0).all()) else None
+            loss, logs = train_step(train_model, optimizer, scaler, run["precision"], views,
+                                    locations, labels, guard, step,
+                                    strict_check=check_every == 1, hint=nan_hint)
             step += 1
+            if step % check_every == 0 or step % run["log_every_steps"] == 0 or \
+                    step % run["checkpoint_every_steps"] == 0 or step == last_step:
+                guard.check(nan_hint)  # never log or save after a non-finite loss
             images_since += per_rank * world
             progress.update(1)
             if step % run["log_every_steps"] == 0 or step == last_step:

@@ -27,14 +27,25 @@ def view_pairs(num_views: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(min(2, num_views)) for j in range(num_views) if j != i]
 
 
-def variance_hinge(x: torch.Tensor) -> torch.Tensor:
-    """relu(1 - sqrt(var + 1e-4)) per feature; ``x`` (N, ...), unbiased variance over dim 0."""
-    return F.relu(1.0 - torch.sqrt(x.var(dim=0) + VAR_EPS))
+def variance_hinge(sum_sq: torch.Tensor, n: int) -> torch.Tensor:
+    """relu(1 - sqrt(var + 1e-4)) per feature, from ``sum_sq`` = sum over the N samples of the
+    squares of CENTRED values (``centred_sum_sq``): the unbiased variance is sum_sq / (N - 1).
+
+    Deviation (speed, not value): ``torch.var`` on the centred data (the official code) would
+    centre again; this form makes the whole criterion 27-41% faster on the CPU and shares
+    ``sum_sq`` with the covariance's diagonal (docs/performance.md).
+    """
+    return F.relu(1.0 - torch.sqrt(sum_sq / (n - 1) + VAR_EPS))
 
 
-def offdiag_cov_sq_sum(x: torch.Tensor) -> torch.Tensor:
+def centred_sum_sq(x: torch.Tensor) -> torch.Tensor:
+    """Sum over dim 0 of x^2, for ``x`` centred over dim 0."""
+    return x.pow(2).sum(dim=0)
+
+
+def offdiag_cov_sq_sum(x: torch.Tensor, column_sum_sq: torch.Tensor | None = None) -> torch.Tensor:
     """Sum of squared off-diagonal entries of x^T x for ``x`` (..., N, C) (not yet divided by
-    (N - 1)^2).
+    (N - 1)^2). ``column_sum_sq`` (..., C), the diagonal of x^T x, when already known.
 
     Deviation (speed, not value): computed from the N x N Gram matrix when N < C
     (||X^T X||_F = ||X X^T||_F), never forming the C x C covariance the official code forms.
@@ -44,7 +55,9 @@ def offdiag_cov_sq_sum(x: torch.Tensor) -> torch.Tensor:
         total = (x @ x.transpose(-1, -2)).pow(2).sum(dim=(-1, -2))
     else:
         total = (x.transpose(-1, -2) @ x).pow(2).sum(dim=(-1, -2))
-    return total - x.pow(2).sum(dim=-2).pow(2).sum(dim=-1)
+    if column_sum_sq is None:
+        column_sum_sq = x.pow(2).sum(dim=-2)
+    return total - column_sum_sq.pow(2).sum(dim=-1)
 
 
 def _gather_center(x: torch.Tensor, gather: Gather) -> torch.Tensor:
@@ -67,9 +80,9 @@ def global_vicreg_terms(embeddings: Sequence[torch.Tensor], inv_coeff: float = 2
     pairs = view_pairs(num_views)
     inv = sum(F.mse_loss(z[i], z[j]) for i, j in pairs) / len(pairs)
     zg = _gather_center(z.transpose(0, 1), gather)  # (N, V, D)
-    var = variance_hinge(zg).mean()
-    n = zg.shape[0]
-    cov = (offdiag_cov_sq_sum(zg.transpose(0, 1)) / (n - 1) ** 2 / dim).mean()
+    n, sum_sq = zg.shape[0], centred_sum_sq(zg)
+    var = variance_hinge(sum_sq, n).mean()
+    cov = (offdiag_cov_sq_sum(zg.transpose(0, 1), sum_sq) / (n - 1) ** 2 / dim).mean()
     return {"global_inv": inv_coeff * inv, "global_var": var_coeff * var,
             "global_cov": cov_coeff * cov}
 
@@ -89,9 +102,9 @@ def matched_vicreg_terms(x: torch.Tensor, y: torch.Tensor, inv_coeff: float, var
     var = cov = 0.0
     for t in (x, y):
         tg = _gather_center(t.transpose(0, 1), gather)  # (N, G, S, C)
-        var = var + variance_hinge(tg).mean() * g / 2
-        n = tg.shape[0]
-        per_slot = offdiag_cov_sq_sum(tg.permute(1, 2, 0, 3)) / (n - 1) ** 2 / c  # (G, S)
+        n, sum_sq = tg.shape[0], centred_sum_sq(tg)  # (G, S, C)
+        var = var + variance_hinge(sum_sq, n).mean() * g / 2
+        per_slot = offdiag_cov_sq_sum(tg.permute(1, 2, 0, 3), sum_sq) / (n - 1) ** 2 / c  # (G, S)
         cov = cov + per_slot.mean(dim=1).sum() / 2
     return torch.stack([terms[0], var_coeff * var, cov_coeff * cov])
 

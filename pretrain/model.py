@@ -9,6 +9,7 @@ from .backbones import build_backbone, norm_kind
 from .distributed import all_gather_with_grad
 from .heads import mlp
 from .losses import global_vicreg_terms, local_vicreg_terms
+from .perview import per_view_mlp
 
 LOSS_KEYS = ("global_inv", "global_var", "global_cov", "local_inv", "local_var", "local_cov")
 
@@ -21,6 +22,10 @@ class VICRegL(nn.Module):
     ``fuse_views``: forward all views of one size as one batch. Exact for ConvNeXt (LayerNorm
     only) up to the drop-path noise draw order; refused for BatchNorm models, whose statistics
     are per view in the official code.
+
+    ``fuse_heads``: run each head once over all views of one size, BatchNorm statistics and
+    running-statistic updates still per view (``pretrain.perview``): same outputs, one large
+    matrix product instead of one per view. Implied by ``fuse_views``.
     """
 
     def __init__(self, arch: str, mlp_spec: str = "8192-8192-8192",
@@ -28,7 +33,8 @@ class VICRegL(nn.Module):
                  num_matches: Sequence[int] = (20, 4), l2_all_matches: bool = False,
                  inv_coeff: float = 25.0, var_coeff: float = 25.0, cov_coeff: float = 1.0,
                  num_classes: int | None = None, drop_path_rate: float = 0.1,
-                 layer_scale_init_value: float = 0.0, fuse_views: bool = False):
+                 layer_scale_init_value: float = 0.0, fuse_views: bool = False,
+                 fuse_heads: bool = False):
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
@@ -42,6 +48,7 @@ class VICRegL(nn.Module):
         if fuse_views and norm == "batch_norm":
             raise ValueError("fuse_views changes BatchNorm statistics; use it with ConvNeXt only")
         self.fuse_views = fuse_views
+        self.fuse_heads = fuse_heads or fuse_views
         width = self.backbone.num_features
         if alpha < 1.0:
             self.maps_projector = mlp(maps_mlp_spec, width, norm)
@@ -49,31 +56,38 @@ class VICRegL(nn.Module):
             self.projector = mlp(mlp_spec, width, norm)
         self.classifier = nn.Linear(width, num_classes) if num_classes else None
 
-    def _backbone_views(self, views: Sequence[torch.Tensor]):
-        if not self.fuse_views:
-            return [self.backbone(v) for v in views]
-        outputs: list = [None] * len(views)
+    @staticmethod
+    def _groups(views: Sequence[torch.Tensor], fuse: bool) -> list[list[int]]:
+        """Indices of the views processed together: one at a time, or all views of one size."""
+        if not fuse:
+            return [[i] for i in range(len(views))]
         by_size: dict[tuple, list[int]] = {}
         for i, v in enumerate(views):
             by_size.setdefault(tuple(v.shape[1:]), []).append(i)
-        for index in by_size.values():
-            maps, pooled = self.backbone(torch.cat([views[i] for i in index]))
-            for i, m, p in zip(index, maps.chunk(len(index)), pooled.chunk(len(index))):
-                outputs[i] = (m, p)
-        return outputs
+        return list(by_size.values())
 
     def forward_views(self, views: Sequence[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
         """Backbone and heads on each view; BatchNorm statistics are per view (official)."""
-        out: dict[str, list[torch.Tensor]] = {"representation": [], "embedding": [],
-                                              "maps_embedding": []}
-        for maps, pooled in self._backbone_views(views):
-            out["representation"].append(pooled)
+        features: list = [None] * len(views)
+        for index in self._groups(views, self.fuse_views):
+            maps, pooled = self.backbone(torch.cat([views[i] for i in index])
+                                         if len(index) > 1 else views[index[0]])
+            for i, m, p in zip(index, maps.chunk(len(index)), pooled.chunk(len(index))):
+                features[i] = (m, p)
+        out = {"representation": [p for _, p in features], "embedding": [None] * len(views),
+               "maps_embedding": [None] * len(views)}
+        for index in self._groups(views, self.fuse_heads):
             if self.alpha > 0.0:
-                out["embedding"].append(self.projector(pooled))
+                embeddings = per_view_mlp(self.projector, [features[i][1] for i in index])
+                for i, e in zip(index, embeddings):
+                    out["embedding"][i] = e
             if self.alpha < 1.0:
-                b, p, c = maps.shape
-                out["maps_embedding"].append(self.maps_projector(maps.reshape(b * p, c)).view(b, p, -1))
-        return out
+                b, p, c = features[index[0]][0].shape
+                maps = per_view_mlp(self.maps_projector,
+                                    [features[i][0].reshape(b * p, c) for i in index])
+                for i, m in zip(index, maps):
+                    out["maps_embedding"][i] = m.view(b, p, -1)
+        return {k: v if v[0] is not None else [] for k, v in out.items()}
 
     def criterion(self, outputs: dict, locations: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Loss terms from ``forward_views`` outputs, computed in float32 (float64 stays)."""
