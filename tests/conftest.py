@@ -5,3 +5,25 @@ ROOT = Path(__file__).resolve().parent.parent
 for path in (ROOT, ROOT / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def poison_loss_at_call(monkeypatch):
+    """Make VICRegL.forward return a NaN loss on its n-th call (n given to the fixture)."""
+    from pretrain.model import VICRegL
+
+    def install(n: int):
+        calls = {"n": 0}
+        original = VICRegL.forward
+
+        def poisoned(self, *args, **kwargs):
+            loss, logs = original(self, *args, **kwargs)
+            calls["n"] += 1
+            return (loss * float("nan") if calls["n"] == n else loss), logs
+
+        monkeypatch.setattr(VICRegL, "forward", poisoned)
+
+    return install

@@ -29,19 +29,10 @@ def test_guard_names_the_first_bad_step_and_its_terms():
         guard.check()
 
 
-def test_engine_checks_every_n_steps_and_never_saves_after_a_bad_step(tmp_path, monkeypatch):
+def test_engine_checks_every_n_steps_and_never_saves_after_a_bad_step(tmp_path, poison_loss_at_call):
     from pretrain import engine
-    from pretrain.model import VICRegL
 
-    calls = {"n": 0}
-    original = VICRegL.forward
-
-    def poisoned(self, *args, **kwargs):
-        loss, logs = original(self, *args, **kwargs)
-        calls["n"] += 1
-        return (loss * float("nan") if calls["n"] == 5 else loss), logs
-
-    monkeypatch.setattr(VICRegL, "forward", poisoned)
+    poison_loss_at_call(5)
     torch.set_num_threads(1)
     cfg = load_config(SMOKE, [
         "data.num_images=64", "optim.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=1",

@@ -73,19 +73,10 @@ def test_outputs_of_a_run(tmp_path):
     assert {"loss", "global_inv", "local_cov", "lr", "images_per_s"} <= set(records[-1])
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, poison_loss_at_call):
     from pretrain import engine
-    from pretrain.model import VICRegL
 
-    calls = {"n": 0}
-    original = VICRegL.forward
-
-    def poisoned(self, *args, **kwargs):
-        loss, logs = original(self, *args, **kwargs)
-        calls["n"] += 1
-        return (loss * float("nan") if calls["n"] == 5 else loss), logs
-
-    monkeypatch.setattr(VICRegL, "forward", poisoned)
+    poison_loss_at_call(5)
     cfg = load_config(SMOKE, COMMON + [f"run.output_dir={tmp_path / 'nan'}"])
     with pytest.raises(engine.NonFiniteLossError, match="non-finite loss .* at step 4"):
         engine.train(cfg)
