@@ -1,0 +1,178 @@
+"""tools/make_table.py on recorded metrics.json files: the paper column, the difference, the
+status of rows that did not finish, and the four outputs (Markdown, CSV, LaTeX, PNG)."""
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from transfer.tables import load_paper, metric_value
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Recorded by the real tools on the CPU (synthetic data, a few iterations; per-class tables
+# shortened): tools/seg_train.py on linear_convnext_small_voc12aug_40k (convnext_mini, random
+# init) and tools/det_train.py on faster_rcnn_resnet50_c4_voc0712_24k (resnet18, 3 iterations).
+RECORDED_SEG = {
+    "task": "semantic_segmentation", "dataset": "voc12aug", "protocol": "linear_frozen",
+    "config": "configs/segmentation/linear_convnext_small_voc12aug_40k.py",
+    "backbone": {"arch": "convnext_mini", "source": "random:0", "kind": "random",
+                 "sha256": "7399aa5493a54697ed287760aca184c00973b59c7c9563560d87d20be509fcdd"},
+    "metrics": {"aAcc": 66.76, "mIoU": 4.71, "mAcc": 11.08,
+                "per_class": {"background": 67.99, "aeroplane": 1.95, "cow": None}},
+    "cost": {"wall_s": 9.1, "gpus": 0, "gpu_type": "cpu", "gpu_hours": 0.0, "host": "vm"},
+    "git_sha": "acabb823d19d5fbc1fd40d3b3ac512a7ccb8cccf+dirty",
+    "finished_at": "2026-11-26T12:20:07+00:00", "iterations": 100, "total_batch": 8}
+RECORDED_DET = {
+    "task": "detection", "dataset": "voc07+12", "protocol": "finetune_c4_24k",
+    "config": "configs/detection/faster_rcnn_resnet50_c4_voc0712_24k.yaml",
+    "backbone": {"arch": "resnet18", "source": "/tmp/h5/ck/resnet18.pth", "kind": "ours-export",
+                 "sha256": "56f88cc96ac721c780ec45b9db26e4a2813248c6fee9be8beb9389e39e885595"},
+    "metrics": {"bbox_AP": 0.1602, "bbox_AP50": 0.6442, "bbox_AP75": 0.0},
+    "cost": {"wall_s": 74.1, "gpus": 0, "gpu_type": "cpu", "gpu_hours": 0.0, "host": "vm"},
+    "git_sha": "79f03b0375a88f6b82b7fa918849dd5ef9a12b69+dirty",
+    "finished_at": "2026-11-26T12:28:44+00:00", "max_iter": 3, "ims_per_batch": 2,
+    "eval_only": False, "test_sets": ["synthetic_voc_2007_test"]}
+
+SUITE = textwrap.dedent('''
+    name: recorded
+    backbones:
+      official_r50: {arch: resnet50, source: "random:1", paper: [resnet50_alpha0.75, vicregl_resnet50], label: official R50 a=0.75}
+      random_r50: {arch: resnet50, source: "random:0", label: random R50}
+      supervised_r50: {arch: resnet50, source: "random:2", paper: supervised_resnet50, label: supervised_r50}
+    experiments:
+      voc12aug_linear: {task: segmentation, config: "configs/segmentation/linear_{arch}_voc12aug_40k.py", metric: mIoU, metrics: [mAcc], label: VOC linear}
+      voc0712_faster_rcnn_c4: {task: detection, config: "configs/detection/faster_rcnn_{arch}_c4_voc0712_24k.yaml", metric: bbox_AP, metrics: [bbox_AP50], label: VOC07+12 det}
+''')
+
+
+def tool(name, *args, check=0):
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / name), *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == check, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A suite's work dir as the runner leaves it: four rows with their metrics.json, one
+    failed row (status file, no metrics) and one never run."""
+    tmp = tmp_path_factory.mktemp("table")
+    suite = tmp / "suite.yaml"
+    suite.write_text(SUITE)
+    work = tmp / "work"
+    runs = work / "runs"
+    seg = dict(RECORDED_SEG, metrics=dict(RECORDED_SEG["metrics"], mIoU=56.4, mAcc=70.2))
+    for row, record in {"official_r50/voc12aug_linear": seg,
+                        "official_r50/voc0712_faster_rcnn_c4": RECORDED_DET,
+                        "random_r50/voc12aug_linear": RECORDED_SEG,
+                        "supervised_r50/voc0712_faster_rcnn_c4": dict(
+                            RECORDED_DET, metrics={"bbox_AP": 52.96, "bbox_AP50": 81.3})}.items():
+        (runs / row).mkdir(parents=True)
+        (runs / row / "metrics.json").write_text(json.dumps(record))
+    failed = runs / "random_r50/voc0712_faster_rcnn_c4"
+    failed.mkdir(parents=True)
+    (failed / "suite_status.json").write_text(json.dumps(
+        {"state": "failed", "returncode": 1, "log": str(failed / "suite.log")}))
+    tool("run_suite.py", suite, "--work-dir", work, "--collect-only", "--no-tables")
+    return tmp, work
+
+
+def test_results_json_collects_every_row(recorded):
+    _, work = recorded
+    results = json.loads((work / "results.json").read_text())
+    states = {r["id"]: r["status"] for r in results["rows"]}
+    assert states == {"official_r50/voc12aug_linear": "finished",
+                      "official_r50/voc0712_faster_rcnn_c4": "finished",
+                      "random_r50/voc12aug_linear": "finished",
+                      "random_r50/voc0712_faster_rcnn_c4": "failed",
+                      "supervised_r50/voc12aug_linear": "pending",
+                      "supervised_r50/voc0712_faster_rcnn_c4": "finished"}
+    row = next(r for r in results["rows"] if r["id"] == "official_r50/voc12aug_linear")
+    assert "per_class" not in row["metrics"] and row["metrics"]["mIoU"] == 56.4
+    assert row["cost"]["gpu_type"] == "cpu" and row["paper_experiment"] == "voc12aug_linear"
+
+
+def test_tables_from_recorded_metrics(recorded):
+    tmp, work = recorded
+    out = tool("make_table.py", work, "--out-dir", tmp / "tables").stdout
+    md = (tmp / "tables" / "table.md").read_text()
+    assert out.startswith("# Results: recorded")
+    # main comparison: ours (paper, difference); the paper number of the model compared with
+    assert "| official R50 a=0.75 | 56.4 (paper 55.9, +0.5) | 0.2 (paper 59.5, -59.3) |" in md
+    assert "| random R50 | 4.7 | failed |" in md
+    assert "| supervised_r50 | pending | 53.0 (paper 53.5, -0.5) |" in md
+    # all rows: the failed one names its log; cost columns
+    log = work / "runs/random_r50/voc0712_faster_rcnn_c4/suite.log"
+    assert f"| random R50 | VOC07+12 det | bbox_AP | - | - | - | - | failed: return code 1, log {log} |" in md
+    assert "| official R50 a=0.75 | VOC07+12 det | bbox_AP50 | 0.6 | - | - | - | finished | 1m14s | 0 | 0.00 | cpu |" in md
+    # every paper number shown is cited
+    assert "- resnet50_alpha0.75 / voc12aug_linear / mIoU = 55.9: [official]" in md
+    assert "- supervised_resnet50 / voc0712_faster_rcnn_c4 / bbox_AP50 = 81.3: [protocols]" in md
+
+    rows = list(csv.DictReader((tmp / "tables" / "table.csv").open()))
+    assert len(rows) == 6 * 2  # six rows, two metrics each
+    official = next(r for r in rows if r["backbone"] == "official_r50" and r["metric"] == "mIoU")
+    assert (float(official["ours"]), float(official["paper"])) == (56.4, 55.9)
+    assert float(official["delta"]) == pytest.approx(0.5)
+    assert official["paper_model"] == "resnet50_alpha0.75" and official["main"] == "True"
+    failed = next(r for r in rows if r["backbone"] == "random_r50" and r["metric"] == "bbox_AP")
+    assert failed["ours"] == "" and failed["status"] == "failed"
+
+    tex = (tmp / "tables" / "table.tex").read_text()
+    assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex and "\\bottomrule" in tex
+    assert "supervised\\_r50 & VOC07+12 det & bbox\\_AP & 53.0 & 53.5 & -0.5" in tex
+    assert tex.count("\\\\\n") == 1 + 12  # header + rows
+
+    png = (tmp / "tables" / "table.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    height, width, _ = matplotlib.image.imread(tmp / "tables" / "table.png").shape
+    assert width > 600 and height > 400
+
+
+def test_references_add_the_papers_other_models(recorded):
+    tmp, work = recorded
+    tool("make_table.py", work, "--out-dir", tmp / "ref", "--references", "--no-plot")
+    md = (tmp / "ref" / "table.md").read_text()
+    assert "| mocov2_resnet50 (paper) | VOC07+12 det | bbox_AP | - | 57.4 | - | mocov2_resnet50 | reference |" in md
+    assert not (tmp / "ref" / "table.png").exists()
+
+
+def test_bad_paper_file_is_named(recorded, tmp_path):
+    _, work = recorded
+    bad = tmp_path / "paper.yaml"
+    bad.write_text("models: {m: x}\nresults:\n  - {model: m, experiment: e, metric: mIoU, value: 1.0}\n")
+    proc = tool("make_table.py", work, "--paper", bad, "--out-dir", tmp_path, check=1)
+    assert f"{bad}: results[0] must have exactly the keys" in proc.stderr
+
+
+def test_paper_numbers_are_the_references():
+    """Every number is one of the references' (shared/reference/*.md), with its source."""
+    paper = load_paper(ROOT / "configs/suites/paper_results.yaml")
+    expected_official = {  # vicregl-official.md, released models: (IN-1k top-1, VOC mIoU)
+        "resnet50_alpha0.9": (71.2, 54.0), "resnet50_alpha0.75": (70.4, 55.9),
+        "convnext_small_alpha0.9": (75.9, 66.7), "convnext_small_alpha0.75": (74.6, 67.5),
+        "convnext_base_alpha0.9": (77.1, 69.3), "convnext_base_alpha0.75": (76.3, 70.4),
+        "convnext_xlarge_alpha0.75": (79.4, 78.7)}
+    for model, (top1, miou) in expected_official.items():
+        assert paper[(model, "in1k_linear", "top1")].value == top1
+        assert paper[(model, "voc12aug_linear", "mIoU")].value == miou
+        assert paper[(model, "voc12aug_linear", "mIoU")].source.startswith("[official]")
+    assert paper[("vicregl_resnet50", "voc0712_faster_rcnn_c4", "bbox_AP")].value == 59.5
+    assert paper[("supervised_resnet50", "coco_mask_rcnn_fpn_1x", "bbox_AP")].value == 39.7
+    assert paper[("mocov2_resnet50", "voc0712_faster_rcnn_c4", "bbox_AP75")].value == 64.0
+    assert all(e.source.startswith(("[official]", "[protocols]")) for e in paper.values())
+    assert len(paper) == 14 + 7 + 6 + 6
+
+
+def test_metric_lookup():
+    metrics = {"mIoU": 50.0, "nan": float("nan"), "voc_2007_test": {"bbox_AP": 12.5}}
+    assert metric_value(metrics, "mIoU") == 50.0
+    assert metric_value(metrics, "voc_2007_test.bbox_AP") == 12.5
+    assert metric_value(metrics, "nan") is None and metric_value(metrics, "absent") is None
+    assert metric_value(None, "mIoU") is None
