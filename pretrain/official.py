@@ -94,21 +94,33 @@ def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Te
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
 
 
-def _load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    own = module.state_dict()
+def summarise_keys(keys: list[str]) -> str:
+    """The first five keys, and how many there are in all when more."""
+    return ", ".join(keys[:5]) + (f" ... ({len(keys)} in all)" if len(keys) > 5 else "")
+
+
+def state_mismatch(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+                   ) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, shape-mismatched) keys of ``state`` against ``own``, sorted."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    return missing, unexpected, shape
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``module.load_state_dict(state, strict=True)`` with an error naming ``source`` and the
+    offending keys."""
+    own = module.state_dict()
+    missing, unexpected, shape = state_mismatch(own, state)
     if missing or unexpected or shape:
-        def few(keys):
-            return ", ".join(keys[:5]) + (f" ... ({len(keys)} in all)" if len(keys) > 5 else "")
         parts = []
         if missing:
-            parts.append(f"missing keys: {few(missing)}")
+            parts.append(f"missing keys: {summarise_keys(missing)}")
         if unexpected:
-            parts.append(f"unexpected keys: {few(unexpected)}")
+            parts.append(f"unexpected keys: {summarise_keys(unexpected)}")
         if shape:
-            parts.append("shape mismatch: " + few(
+            parts.append("shape mismatch: " + summarise_keys(
                 [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape]))
         raise ValueError(f"{source} does not fit {type(module).__name__}"
                          f"{' ' + module.arch if hasattr(module, 'arch') else ''}: " + "; ".join(parts))
@@ -137,11 +149,11 @@ def load_official_checkpoint(model: nn.Module, path_or_state_dict) -> LoadReport
     is_full = any(k.startswith("backbone.") for k in state)
     backbone = model.backbone if hasattr(model, "backbone") else model
     if not is_full:
-        _load_strict(backbone, state, source)
+        load_strict(backbone, state, source)
         return LoadReport(source, "backbone", len(state))
     if backbone is model:  # a bare backbone given a full checkpoint: take its backbone part
         sub = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-        _load_strict(model, sub, source)
+        load_strict(model, sub, source)
         return LoadReport(source, "full", len(sub))
     skipped = []
     if getattr(model, "maps_projector", None) is not None and not any(
@@ -149,6 +161,6 @@ def load_official_checkpoint(model: nn.Module, path_or_state_dict) -> LoadReport
         skipped.append("maps_projector")
         state = dict(state, **{f"maps_projector.{k}": v
                                for k, v in model.maps_projector.state_dict().items()})
-    _load_strict(model, state, source)
+    load_strict(model, state, source)
     return LoadReport(source, "full", len(state) - sum(
         len(getattr(model, m).state_dict()) for m in skipped), skipped)

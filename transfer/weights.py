@@ -17,7 +17,7 @@ import torch
 
 from pretrain.backbones import build_backbone
 from pretrain.checkpoint import BACKBONE_FORMAT, TRAIN_FORMAT, state_dict_sha256
-from pretrain.official import _load_strict, load_state_file
+from pretrain.official import load_state_file, load_strict
 
 
 @dataclass
@@ -89,6 +89,6 @@ def read_backbone(source: str | Path, arch: str, seed: int = 0) -> BackboneWeigh
         raise ValueError(f"{source}: expected a state dict or checkpoint, got {type(raw).__name__}")
     if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{source}: no backbone tensors found (read as {kind})")
-    _load_strict(reference, state, f"{source} (read as {kind})")
+    load_strict(reference, state, f"{source} (read as {kind})")
     state = {k: v.detach().clone() for k, v in state.items()}
     return BackboneWeights(arch, state, source, kind, dropped, state_dict_sha256(state))

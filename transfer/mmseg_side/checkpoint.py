@@ -21,7 +21,7 @@ import torch
 
 from pretrain.backbones import CONVNEXT_SPECS, RESNET_SPECS
 from pretrain.checkpoint import atomic_save, git_sha
-from pretrain.official import load_state_file
+from pretrain.official import load_state_file, state_mismatch, summarise_keys
 
 MMSEG_FORMAT = "vicregl-suite/mmseg-backbone/v1"
 PREFIX = "backbone."
@@ -113,28 +113,22 @@ def verify_backbone(backbone: torch.nn.Module, path: str | Path, prefix: str = P
         raise ValueError(f"{path}: expected a checkpoint with a state_dict")
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     own = backbone.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    common = sorted(set(own) & set(state))
-    shapes = [k for k in common if own[k].shape != state[k].shape]
-    differ = [k for k in common if k not in shapes
+    missing, unexpected, shapes = state_mismatch(own, state)
+    differ = [k for k in sorted(set(own) & set(state)) if k not in shapes
               and not torch.equal(own[k].detach().cpu(), state[k].to(own[k].dtype))]
-
-    def few(keys):
-        return ", ".join(keys[:5]) + (f" ... ({len(keys)} in all)" if len(keys) > 5 else "")
-
     parts = []
     if not state:
         parts.append(f"no tensors with the prefix {prefix!r}")
     if missing:
-        parts.append(f"backbone tensors not in the file (left at random init): {few(missing)}")
+        parts.append("backbone tensors not in the file (left at random init): "
+                     + summarise_keys(missing))
     if unexpected:
-        parts.append(f"file tensors the backbone does not have: {few(unexpected)}")
+        parts.append(f"file tensors the backbone does not have: {summarise_keys(unexpected)}")
     if shapes:
-        parts.append("shape mismatch: " + few(
+        parts.append("shape mismatch: " + summarise_keys(
             [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes]))
     if differ:
-        parts.append(f"values differ after loading: {few(differ)}")
+        parts.append(f"values differ after loading: {summarise_keys(differ)}")
     if parts:
         raise ValueError(f"pretrained checkpoint {path} does not fit the backbone "
                          f"{type(backbone).__name__}: " + "; ".join(parts))
