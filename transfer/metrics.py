@@ -23,11 +23,12 @@ def gpu_description() -> tuple[int, str]:
 def write_metrics(path: str | Path, *, task: str, dataset: str, protocol: str, config: str,
                   backbone: dict, metrics: dict, wall_s: float, gpus: int | None = None,
                   gpu_type: str | None = None, extra: dict | None = None,
-                  settings: dict | None = None) -> Path:
+                  settings: dict | None = None, reference: dict | None = None) -> Path:
     """Write ``metrics.json`` atomically and return its path. ``settings`` is the protocol
     fingerprint: the settings that move a number (total batch, processes, norm layer, crop,
-    iterations, precision, seed, config hash, framework versions), compared by the tables
-    with the protocol's reference settings."""
+    iterations, precision, seed, config hash, framework versions); ``reference`` the same keys
+    as the protocol declares them (its config, or the tool's documented defaults). The tables
+    mark every row whose settings differ from its reference."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     found_gpus, found_type = gpu_description()
@@ -39,6 +40,7 @@ def write_metrics(path: str | Path, *, task: str, dataset: str, protocol: str, c
         "cost": {"wall_s": round(wall_s, 1), "gpus": gpus, "gpu_type": gpu_type,
                  "gpu_hours": round(wall_s * gpus / 3600, 3), "host": socket.gethostname()},
         "settings": dict(settings or {}),
+        "reference_settings": dict(reference or {}),
         "git_sha": git_sha(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
