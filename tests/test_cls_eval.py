@@ -133,3 +133,19 @@ def test_resume_refuses_another_runs_checkpoint(data_root, tmp_path):
                  work_dir=tmp_path, protocol="linear",
                  recipe=linear_probe.LinearRecipe(epochs=3, batch_size=6, crop=32, resize=32,
                                                   workers=0))
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_torchrun_knn_gathers_the_same_bank(data_root, tmp_path):
+    """Two gloo processes each extract half of the images; the gathered bank gives the same
+    numbers as one process."""
+    one = run_tool(*TINY, "--data-root", data_root, "--work-dir", tmp_path / "one")
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--standalone", "tools/cls_eval.py", *TINY, "--data-root",
+                          data_root, "--work-dir", tmp_path / "two"],
+                         cwd=ROOT, env=dict(ENV, OMP_NUM_THREADS="1"), capture_output=True,
+                         text=True)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert a["metrics"] == b["metrics"] and b["settings"]["processes"] == 2
