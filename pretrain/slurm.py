@@ -2,11 +2,13 @@
 
 The same pattern as tools/pretrain.py: one task per GPU, submitit exports the torch.distributed
 variables (``init_distributed`` reads them), and on timeout or preemption ``checkpoint()``
-requeues the same call, which resumes from its work dir. Submit from the repository root (the
-job unpickles the call by its module path; the setup line puts the root on PYTHONPATH too).
+requeues the same call, which resumes from its work dir. The job unpickles the call by its
+module path, so the repository root is put on the PYTHONPATH the job inherits (sbatch exports
+the submitting environment; submitit's local executor too).
 """
 import argparse
 import json
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,12 +49,15 @@ def submit(call: Requeueable, args: argparse.Namespace, folder: str | Path, name
     """Submit ``call`` with the ``add_slurm_args`` options; returns the submitit job."""
     import submitit
 
+    path = os.environ.get("PYTHONPATH", "")
+    if str(ROOT) not in path.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), path) if p)
     executor = submitit.AutoExecutor(folder=str(Path(folder) / "slurm"), slurm_max_num_timeout=30)
     executor.update_parameters(
         nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.gpus_per_node,
         cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min,
         slurm_partition=args.partition, name=name, slurm_signal_delay_s=120,
-        slurm_setup=[f"export PYTHONPATH={ROOT}:$PYTHONPATH"], **json.loads(args.slurm_extra))
+        **json.loads(args.slurm_extra))
     job = executor.submit(call)
     print(f"submitted job {job.job_id}; logs in {Path(folder) / 'slurm'}")
     return job

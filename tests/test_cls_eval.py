@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,34 @@ def test_torchrun_knn_gathers_the_same_bank(data_root, tmp_path):
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
     assert a["metrics"] == b["metrics"] and b["settings"]["processes"] == 2
+
+
+def test_requeueable_resubmits_the_same_call():
+    submitit = pytest.importorskip("submitit")
+    from pretrain.slurm import Requeueable
+
+    call = Requeueable(max, 2, 3)
+    again = call.checkpoint()
+    assert isinstance(again, submitit.helpers.DelayedSubmission)
+    assert isinstance(again.function, Requeueable) and again.function.args == (2, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_slurm_submission_runs_through_submitit(data_root, tmp_path):
+    """Without sbatch, submitit's local executor runs the job: the same submission path,
+    started from a folder outside the repository."""
+    pytest.importorskip("submitit")
+    work = tmp_path / "w"
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "cls_eval.py"), *TINY,
+                          "--data-root", data_root, "--work-dir", work, "--slurm",
+                          "--gpus-per-node", "1", "--cpus-per-task", "1", "--timeout-min", "5"],
+                         cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert out.returncode == 0 and "submitted job" in out.stdout, out.stderr[-2000:]
+    for _ in range(120):
+        if (work / "metrics.json").is_file():
+            break
+        time.sleep(1)
+    logs = "".join(p.read_text() for p in (work / "slurm").glob("*.err"))
+    assert (work / "metrics.json").is_file(), logs[-2000:]
+    assert json.loads((work / "metrics.json").read_text())["protocol"] == "knn"
