@@ -49,7 +49,8 @@ def eval_transform(crop: int, resize: int) -> transforms.Compose:
 
 def train_transform(crop: int) -> transforms.Compose:
     """RandomResizedCrop (torchvision defaults: scale 0.08-1), flip, normalise (official)."""
-    return transforms.Compose([transforms.RandomResizedCrop(crop), transforms.RandomHorizontalFlip(),
+    return transforms.Compose([transforms.RandomResizedCrop(crop),
+                               transforms.RandomHorizontalFlip(),
                                transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
 
 
@@ -90,7 +91,8 @@ def shard(dataset, rank: int, world: int) -> Subset:
 
 @torch.no_grad()
 def pooled_features(backbone: torch.nn.Module, dataset, device: torch.device, batch_size: int,
-                    workers: int, desc: str, show: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                    workers: int, desc: str, show: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(features (N, C) float32 on the CPU, labels (N,)) of ``dataset``, in dataset order."""
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False,
                         pin_memory=device.type == "cuda")

@@ -35,7 +35,8 @@ def _run_knn(backbone, split, device, rank, world, k, temperature, batch, worker
         part = cls.shard(getattr(split, name), rank, world)
         f, y = cls.pooled_features(backbone, part, device, batch, workers, f"features {name}",
                                    show=rank == 0)
-        feats[name] = (cls.gather_shards(f.to(device), world), cls.gather_shards(y.to(device), world))
+        feats[name] = (cls.gather_shards(f.to(device), world),
+                       cls.gather_shards(y.to(device), world))
     (train_f, train_y), (val_f, val_y) = feats["train"], feats["val"]
     scores = cls.knn_classify(train_f, train_y, val_f, split.num_classes, k, temperature)
     return cls.accuracy_percent(cls.topk_correct(scores, val_y), len(val_y))
