@@ -33,7 +33,8 @@ import _bootstrap  # noqa: F401
 
 from pretrain.config import data_root as default_data_root
 from transfer.suite import SuiteError, load_suite, make_plan, select
-from transfer.suite_runner import RunOptions, SuiteRunner, collect, launch_argv, step_state
+from transfer.suite_runner import (RunOptions, SuiteRunner, collect, launch_argv, step_state,
+                                   write_json)
 
 
 def parse_args(argv=None):
@@ -162,8 +163,7 @@ def main(argv=None) -> int:
 
     if args.collect_only:
         path = plan.work_dir / "results.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(collect(plan), indent=2) + "\n")
+        write_json(path, collect(plan))  # atomic: a concurrent reader never sees half a file
         print(f"wrote {path}")
         tables()
         return 0
