@@ -43,8 +43,8 @@ def table_picture(rows, path: Path, title: str) -> Path:
     lines = max(c.count("\n") + 1 for line in wrap for c in line)
     notes = [textwrap.fill(n, 150) for n in deviation_notes(rows)]
     note_lines = sum(n.count("\n") + 1 for n in notes)
-    height = 1.2 + 0.3 * lines * (len(body) + 1) + 0.22 * note_lines
-    fig, ax = plt.subplots(figsize=(max(6.0, 2.2 * len(header)), height))
+    height = 0.9 + 0.3 * lines * (len(body) + 1) + 0.2 * note_lines
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(header)), height))
     ax.axis("off")
     ax.set_title(title, fontsize=10)
     table = ax.table(cellText=wrap[1:] or [[""] * len(header)], colLabels=wrap[0],

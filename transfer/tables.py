@@ -371,11 +371,12 @@ def write_text(path: Path, text: str) -> Path:
 
 def make_tables(result_paths: list[str | Path], out_dir: str | Path,
                 paper_path: str | Path | None = None, references: bool = False,
-                png: bool = True) -> dict[str, Path]:
+                png: bool = True, log=print) -> dict[str, Path]:
     """Write table.md, table.csv, table.tex and, with ``png``, table.png (the main comparison
     as a picture), plot.png (bars per experiment) and tradeoff.png (dense vs global score per
-    backbone; skipped, with the reason printed, when the suites have no classification or no
-    dense rows) into ``out_dir``; returns the paths by kind."""
+    backbone; skipped when the suites have no classification or no dense rows) into
+    ``out_dir``; returns the paths by kind. ``log`` gets what the reader should know (why the
+    trade-off plot was not drawn, or which backbones it leaves out)."""
     results = [read_results(p) for p in result_paths]
     paper_path = Path(paper_path or results[0].get("paper_results")
                       or Path(__file__).resolve().parent.parent / "configs/suites/paper_results.yaml")
@@ -397,7 +398,9 @@ def make_tables(result_paths: list[str | Path], out_dir: str | Path,
         written["plot"] = plots.bars(rows, out_dir / "plot.png", title)
         tradeoff, why = plots.tradeoff(rows, out_dir / "tradeoff.png", title)
         if tradeoff is None:
-            print(f"tradeoff.png not drawn: {why}")
+            log(f"tradeoff.png not drawn: {why}")
         else:
             written["tradeoff"] = tradeoff
+            if why:
+                log(f"tradeoff.png: {why}")
     return written
