@@ -13,8 +13,14 @@ State lives on disk, in each step's folder, so an interrupted suite resumes wher
 
 The output of every step goes to ``suite.log`` in its folder; the console gets one status
 line per step and a heartbeat (elapsed time and the log's last line) while it runs.
-After every step ``WORK_DIR/results.json`` is rewritten: the rows with their metrics and cost,
-what tools/make_table.py reads.
+After every step ``WORK_DIR/results.json`` is rewritten (atomically): one row per backbone x
+experiment with its metrics, cost and protocol fingerprint (a seeded row: the mean and std
+over its seeds, each seed's record kept), what tools/make_table.py reads.
+
+A step that cannot start is ``blocked`` (a step it needs did not finish, its backbone file or
+a required framework is missing) or ``missing_extra`` (only an optional extra is missing,
+transfer/extras.py): the run's exit status is 1 for failed, interrupted and blocked steps,
+0 when the only ones left are ``missing_extra``.
 """
 import json
 import os
