@@ -331,6 +331,8 @@ def write_seeded_suite(tmp: Path) -> Path:
     return suite
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_seeded_row_runs_each_seed_and_reports_mean_std_n(tmp_path):
     suite, work = write_seeded_suite(tmp_path), tmp_path / "work"
     plan = make_plan(load_suite(suite), work, tmp_path / "d")
@@ -381,6 +383,8 @@ def write_detection_suite(tmp: Path) -> Path:
     return suite
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_hidden_extra_is_missing_extra_and_exit_zero(tmp_path):
     """VICREGL_HIDE_EXTRAS=detectron2: on every machine, the missing-extra path."""
     suite, work = write_detection_suite(tmp_path), tmp_path / "work"
@@ -418,6 +422,7 @@ def test_hidden_extra_is_missing_extra_and_exit_zero(tmp_path):
     assert proc.returncode == 1 and "failed: bb_file/exp_b" in proc.stdout, proc.stdout
 
 
+@pytest.mark.multiprocess
 def test_hidden_extra_is_refused_by_the_tools(tmp_path):
     env = dict(os.environ, VICREGL_HIDE_EXTRAS="detectron2")
     proc = subprocess.run([sys.executable, str(ROOT / "tools/det_train.py"), "--help"], cwd=ROOT,
@@ -451,7 +456,8 @@ def test_extras_available_honours_the_variable(monkeypatch):
     assert finder.find_spec("yaml") is None
 
 
-@pytest.mark.parametrize("installed", [True, False])
+@pytest.mark.parametrize("installed",
+                         [pytest.param(True, marks=pytest.mark.multiprocess), False])
 def test_runner_with_a_fake_framework_check(tmp_path, monkeypatch, capsys, installed):
     """The detection row with detectron2 reported present (it runs: here the fake stands in
     for det_train) and absent (missing_extra, exit 0), in-process, on any machine."""

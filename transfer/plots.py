@@ -137,7 +137,8 @@ def tradeoff_points(rows) -> tuple[list[TradeoffPoint], str]:
         global_ = [r for r in mine if r.task in GLOBAL_TASKS]
         missing = [r.experiment_label for r in dense + global_ if r.ours is None]
         if missing or not dense or not global_:
-            left_out.append(f"{label} (no number for {', '.join(missing) or 'a dense or global experiment'})")
+            what = ", ".join(missing) or "a dense or global experiment"
+            left_out.append(f"{label} (no number for {what})")
             continue
         (d, d_err), (g, g_err) = _mean_with_error(dense), _mean_with_error(global_)
         points.append(TradeoffPoint(label, d, d_err, g, g_err,

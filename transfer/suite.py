@@ -19,7 +19,8 @@ A suite file (full description in docs/suites.md)::
         pretrain: {config: configs/pretrain/..., overrides: [...], gpus: 8}
     experiments:
       voc12aug_linear:
-        task: segmentation    # segmentation | detection | classification | dense_retrieval | command
+        task: segmentation    # segmentation | detection | classification | dense_retrieval
+                              # | command
         config: configs/segmentation/linear_{arch}_voc12aug_40k.py
         metric: mIoU
         gpus: 8

@@ -53,8 +53,8 @@ def det_settings(cfg: CN, config_file: str | Path, world: int, gpus: int) -> dic
         "total_batch": cfg.SOLVER.IMS_PER_BATCH, "processes": world, "gpus": gpus,
         "norm": _NORMS.get(norm, norm), "min_size_train": list(cfg.INPUT.MIN_SIZE_TRAIN),
         "max_size_train": cfg.INPUT.MAX_SIZE_TRAIN, "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
-        "iterations": cfg.SOLVER.MAX_ITER, "precision": "fp16" if cfg.SOLVER.AMP.ENABLED else "fp32",
-        "lr": cfg.SOLVER.BASE_LR, "seed": cfg.SEED, "config_sha256": config_sha256(config_file),
+        "iterations": cfg.SOLVER.MAX_ITER,
+        "precision": "fp16" if cfg.SOLVER.AMP.ENABLED else "fp32", "lr": cfg.SOLVER.BASE_LR, "seed": cfg.SEED, "config_sha256": config_sha256(config_file),
         "frameworks": framework_versions(("torch", "torchvision", "detectron2")),
     }
 
@@ -64,7 +64,7 @@ def det_reference(cfg: CN, config_file: str | Path) -> dict:
     reference = {str(k): (list(v) if isinstance(v, tuple) else v)
                  for k, v in cfg.VICREGL.REFERENCE.items()}
     if not reference:
-        raise ValueError(f"{config_file} declares no VICREGL.REFERENCE (the protocol's total_batch, "
-                         "norm, iterations, precision, lr): see docs/suites.md, 'Protocol "
-                         "fingerprints'")
+        raise ValueError(f"{config_file} declares no VICREGL.REFERENCE (the protocol's "
+                         "total_batch, norm, iterations, precision, lr): see docs/suites.md, "
+                         "'Protocol fingerprints'")
     return reference
