@@ -24,7 +24,8 @@ Layouts, relative to one data root (``shared/design.md``):
   ``reduce_zero_label``), 1 background ("wall"), ``class_id + 2`` the scene classes.
 
 Deviation from the real data, by design: far fewer classes are present (``NUM_CLASSES`` of
-21/19/150), so per-class tables show the absent classes as null (never predicted and never in the ground truth).
+21/19/150), so per-class tables show the absent classes as null (never predicted and never in
+the ground truth).
 """
 from pathlib import Path
 
