@@ -129,6 +129,7 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
     sha = git_sha()
     if rank == 0:
         check_output_dir(out, "run.output_dir")
+        out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         log.info("git %s | recipe %s | %d process(es) on %s", sha, cfg["recipe"], world, device)
         log.info("config %s", json.dumps(cfg))
