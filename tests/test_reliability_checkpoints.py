@@ -263,3 +263,29 @@ def test_seg_train_resume_and_seg_test_refuse_a_bad_iteration_checkpoint(kind, g
         info.value)
     assert not marker.exists()
     assert snapshot(work) == before
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_trained_checkpoint_check_refuses_bad_files_even_in_a_trusted_dir(kind, good, tmp_path):
+    """The check seg_test and seg_train --resume run first (needs mmengine, not mmcv): a
+    seg_train work dir allow-lists mmengine's globals, never the payload's ``open``."""
+    pytest.importorskip("mmengine", reason="needs the MMSegmentation environment")
+    import numpy as np
+
+    from transfer.mmseg_side.runner import RUN_MARKER, check_trained_checkpoint
+
+    marker, work = tmp_path / "payload_ran", tmp_path / "work"
+    work.mkdir()
+    (work / RUN_MARKER).write_text("{}")
+    fine = work / "iter_1.pth"  # numpy values as mmengine's message hub pickles them
+    torch.save({"meta": {"iter": 1}, "state_dict": {"w": torch.ones(1)},
+                "message_hub": {"loss": np.float64(0.5)}}, fine)
+    assert check_trained_checkpoint(fine, work)["meta"] == {"iter": 1}
+    bad = write_bad(kind, good["train_convnext_mini"], work / "iter_2.pth", marker)
+    with pytest.raises(ValueError) as info:
+        check_trained_checkpoint(bad, work)
+    assert str(bad) in str(info.value) and "cannot be read as an mmengine checkpoint" in str(
+        info.value)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="expected an mmengine checkpoint"):
+        check_trained_checkpoint(good["export_convnext_mini"], None)

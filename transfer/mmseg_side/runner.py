@@ -96,7 +96,8 @@ def check_trained_checkpoint(path: str | Path, trusted_dir: str | Path | None) -
     except Exception as exc:  # noqa: BLE001 - re-raised with the file and the expectation
         raise ValueError(f"{path}: cannot be read as an mmengine checkpoint of "
                          f"tools/seg_train.py ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(raw, dict) or not isinstance(raw.get("state_dict"), dict):
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), dict)
+                                            for k in ("meta", "state_dict")):
         raise ValueError(f"{path}: expected an mmengine checkpoint (a dict with 'meta' and "
                          f"'state_dict'), got {type(raw).__name__}"
                          + (f" with keys {sorted(raw)[:6]}" if isinstance(raw, dict) else ""))
