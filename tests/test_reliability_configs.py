@@ -190,7 +190,7 @@ SEG_CONFIG = "configs/segmentation/linear_convnext_small_voc12aug_40k.py"
     (["--crop-size", "16"], "--crop-size 16: expected an integer >= 32"),
     (["--num-workers", "-1"], "--num-workers -1: expected an integer >= 0"),
     (["--cfg-options", "train_cfg.max_iter=5"],
-     "--cfg-options train_cfg.max_iter=5: the config has no key 'max_iter' under train_cfg"),
+     "--cfg-options train_cfg.max_iter: the config has no key 'max_iter' under train_cfg"),
     (["--cfg-options", "optim_wraper.optimizer.lr=0.1"],
      "the config has no key 'optim_wraper' under the top level"),
 ])
