@@ -25,13 +25,40 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     at any moment leaves either the old file or the new one, never a truncated one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or an interrupt: keep the old file, drop the partial
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete the partial ``.<name>.tmp-<pid>`` files of ``path`` left by killed processes
+    (a kill -9 during a save leaves one, as large as a checkpoint); live writers' are kept."""
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def git_sha(repo: str | Path | None = None) -> str:

@@ -88,15 +88,49 @@ def _merge(base: dict, update: dict, where: str) -> dict:
                 raise TypeError(f"config key {where}{key} must be a mapping")
             out[key] = _merge(out[key], value, f"{where}{key}.")
         else:
+            _check_type(f"{where}{key}", out[key], value)
             out[key] = value
     return out
+
+
+def _check_type(key: str, default: Any, value: Any) -> None:
+    """The value's type must be the default's (an int is a float too; a string key may be
+    null; keys whose default is null take anything): a quoted number or a ``5e-4`` that
+    YAML reads as a string must not train on silently. Ranges: ``pretrain.preflight``."""
+    if default is None or (value is None and isinstance(default, str)):
+        return
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        expected = "a number (write 5.0e-4, not 5e-4, which YAML reads as a string)"
+    elif isinstance(default, list):
+        ok, expected = isinstance(value, list), "a list, e.g. [224, 96]"
+    else:
+        ok, expected = isinstance(value, type(default)), f"a {type(default).__name__}"
+    if not ok:
+        raise TypeError(f"config key {key} = {value!r} ({type(value).__name__}): expected "
+                        f"{expected}, like the default {default!r}")
+
+
+def _merge_from(cfg: dict, update: dict, source: str) -> dict:
+    """``_merge`` whose errors also name where the bad key came from."""
+    try:
+        return _merge(cfg, update, "")
+    except (KeyError, TypeError) as exc:
+        raise type(exc)(f"{source}: {exc.args[0]}") from None
 
 
 def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like section.key=value")
     dotted, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else None
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"override {text!r}: the value is not valid YAML ({exc})") from exc
     tree: dict = {}
     node = tree
     parts = dotted.strip().split(".")
@@ -114,11 +148,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> di
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"recipe {path} does not exist (see configs/pretrain/)")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        cfg = _merge(cfg, loaded, "")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"recipe {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise TypeError(f"recipe {path}: expected a mapping of sections (model, loss, data, "
+                            f"optim, run), got a {type(loaded).__name__}")
+        cfg = _merge_from(cfg, loaded, f"recipe {path}")
         recipe = path.stem
     for text in overrides:
-        cfg = _merge(cfg, parse_override(text), "")
+        cfg = _merge_from(cfg, parse_override(text), f"override {text!r}")
     cfg["recipe"] = recipe
     if cfg["run"]["output_dir"] is None:
         cfg["run"]["output_dir"] = str(Path("runs") / recipe)

@@ -21,9 +21,10 @@ from .checkpoint import TRAIN_FORMAT, atomic_save, export_backbone, git_sha
 from .config import data_root
 from .data import build_dataset
 from .model import VICRegL
-from .official import load_state_file
+from .official import load_state_file, load_strict
 from .optim import build_optimizer, learning_rate
 from .pipeline import build_pipeline
+from .preflight import check_output_dir, check_pretrain_config
 from .run_logging import RunLogger, log, plot_losses, setup_console
 from .sampler import ResumableDistributedSampler
 from .step import FiniteLossGuard, NonFiniteLossError, train_step  # noqa: F401 (re-exported)
@@ -58,6 +59,25 @@ def build_base_dataset(cfg: dict, root_override: str | None = None):
     list_file = None if d["list_file"] is None else data_root(root_override) / d["list_file"]
     return build_dataset(d["kind"], root=root, list_file=list_file, num_images=d["num_images"],
                          size=d["image_size"], seed=cfg["run"]["seed"])
+
+
+def read_resume_checkpoint(path: Path, cfg: dict) -> dict:
+    """The training checkpoint to resume from, checked before any work: weights-only
+    loading (a pickle that would run code is refused), our format, the recipe's arch."""
+    state = load_state_file(path)
+    hint = ("; the run stops and changes nothing in its folder: restore a good checkpoint.pth, "
+            "or move this one aside to start from step 0")
+    if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
+        raise ValueError(f"{path} is not a training checkpoint of this suite (expected a dict "
+                         f"with format {TRAIN_FORMAT!r}, written by tools/pretrain.py){hint}")
+    if state.get("arch") != cfg["model"]["arch"]:
+        raise ValueError(f"{path} holds a {state.get('arch')} run but the recipe trains "
+                         f"model.arch={cfg['model']['arch']}{hint}")
+    missing = [k for k in ("model", "optimizer", "scaler", "step", "rng") if k not in state]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)} (a damaged training "
+                         f"checkpoint){hint}")
+    return state
 
 
 def _rng_state() -> dict:
@@ -98,13 +118,17 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
     if not isinstance(run["check_finite_every_steps"], int) or run["check_finite_every_steps"] < 1:
         raise ValueError("run.check_finite_every_steps must be an integer >= 1, got "
                          f"{run['check_finite_every_steps']!r}")
+    check_pretrain_config(cfg)
     device = _device(cfg, local_rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: autotuned kernels (official)
     out = Path(run["output_dir"])
     ckpt_path = out / CHECKPOINT_NAME
+    # read (and check) the checkpoint before anything in the folder is written
+    resume = read_resume_checkpoint(ckpt_path, cfg) if ckpt_path.is_file() else None
     sha = git_sha()
     if rank == 0:
+        check_output_dir(out, "run.output_dir")
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         log.info("git %s | recipe %s | %d process(es) on %s", sha, cfg["recipe"], world, device)
@@ -146,14 +170,14 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
     scaler = torch.amp.GradScaler(device.type, enabled=run["precision"] == "fp16")
 
     step = 0
-    if ckpt_path.is_file():
-        state = load_state_file(ckpt_path)
-        if state.get("format") != TRAIN_FORMAT:
-            raise ValueError(f"{ckpt_path} is not a training checkpoint of this suite")
-        model.load_state_dict(state["model"])
+    corrupt: list[str] = []  # unreadable images skipped so far (saved with the checkpoint)
+    if resume is not None:
+        state = resume
+        load_strict(model, state["model"], f"checkpoint {ckpt_path}")
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         step = state["step"]
+        corrupt.extend(state.get("corrupt", []))  # the count goes on across restarts
         _set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
         log.info("resumed from %s at step %d", ckpt_path, step)
 
@@ -166,7 +190,6 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
 
     logger = RunLogger(out, enabled=rank == 0)
     logger.truncate_after(step)
-    corrupt: list[str] = []
     guard = FiniteLossGuard(device)
     check_every = run["check_finite_every_steps"]
     nan_hint = (f"; the last good checkpoint {ckpt_path} is kept. Lower optim.base_lr, or try "
@@ -187,6 +210,7 @@ def train(cfg: dict, data_root_override: str | None = None) -> Path:
                      "scaler": scaler.state_dict(), "step": current_step,
                      "epoch": current_step // steps_per_epoch, "rng": rng_states,
                      "sampler": {"seed": seed, "batch_size": per_rank, "world_size": world},
+                     "corrupt": list(corrupt),
                      "config": cfg, "git_sha": sha}, ckpt_path)
 
     num_workers = cfg["data"]["num_workers"]

@@ -1,6 +1,7 @@
 """Run logs: JSON lines, TensorBoard and a loss plot, written by rank 0 only."""
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,8 +31,10 @@ class RunLogger:
         """On resume, drop records of steps the restarted run will redo."""
         if self.enabled and self.path.is_file():
             kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+                    if _step_of(line) is not None and _step_of(line) <= step]
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.path)  # a kill while truncating keeps the old records
 
     def write(self, step: int, values: dict) -> None:
         if not self.enabled:
@@ -46,6 +49,14 @@ class RunLogger:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _step_of(line: str) -> int | None:
+    """The step of one record; None for a blank line or one torn by a kill mid-write."""
+    try:
+        return int(json.loads(line)["step"]) if line.strip() else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
+from pretrain.preflight import check_output_file
 from transfer.weights import read_backbone
 
 
@@ -80,7 +81,11 @@ def convert_detectron2(weights, out: Path, quiet: bool) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    weights = read_backbone(args.source, args.arch)
+    try:  # a bad source or output place stops here, before anything is written
+        check_output_file(args.out, "--out")
+        weights = read_backbone(args.source, args.arch)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(str(exc)) from exc
     print(weights.coverage())
     convert = convert_mmseg if args.framework == "mmseg" else convert_detectron2
     print(convert(weights, args.out, args.quiet))

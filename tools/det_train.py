@@ -40,13 +40,14 @@ from detectron2.engine import (DefaultTrainer, default_argument_parser, default_
                                launch)
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
+from pretrain.preflight import check_output_dir  # noqa: E402
 from transfer.detectron2_side import backbone as d2_backbone  # noqa: E402  (registers backbones)
 from transfer.detectron2_side import roi_heads  # noqa: E402,F401  (registers the C4 head)
 from transfer.detectron2_side.checkpoint import check_backbone_loaded  # noqa: E402
 from transfer.detectron2_side.config import (  # noqa: E402
     add_vicregl_config, det_reference, det_settings)
 from transfer.detectron2_side.conversion import (  # noqa: E402
-    AUTHOR, convert_resnet, format_key_map, read_pkl, write_pkl)
+    AUTHOR, check_weights_file, convert_resnet, format_key_map, read_pkl, write_pkl)
 from transfer.detectron2_side.data import check_num_classes, register_datasets  # noqa: E402
 from transfer.detectron2_side.evaluation import build_evaluator, metrics_from_results  # noqa: E402
 from transfer.detectron2_side.solver import build_optimizer  # noqa: E402
@@ -96,6 +97,11 @@ def setup(args):
     add_vicregl_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    try:  # before detectron2 unpickles it: a crafted .pkl must not run
+        check_output_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR")
+        check_weights_file(cfg.MODEL.WEIGHTS)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"MODEL.WEIGHTS / OUTPUT_DIR: {exc}") from exc
     info, message = None, ""
     if args.backbone:
         if args.eval_only:

@@ -13,6 +13,7 @@ import _bootstrap  # noqa: F401
 
 from pretrain.checkpoint import TRAIN_FORMAT, export_backbone
 from pretrain.official import load_state_file
+from pretrain.preflight import check_output_file
 
 
 def main(argv=None):
@@ -21,7 +22,11 @@ def main(argv=None):
     parser.add_argument("checkpoint", help="training checkpoint (checkpoint.pth)")
     parser.add_argument("output", help="backbone file to write")
     args = parser.parse_args(argv)
-    state = load_state_file(args.checkpoint)
+    try:  # a bad input or output place stops here, before anything is written
+        check_output_file(args.output, "output")
+        state = load_state_file(args.checkpoint)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(str(exc)) from exc
     if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
         raise SystemExit(f"{args.checkpoint} is not a training checkpoint of this suite "
                          f"(expected format {TRAIN_FORMAT})")

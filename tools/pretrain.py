@@ -23,6 +23,7 @@ import sys
 import _bootstrap  # noqa: F401
 
 from pretrain.config import load_config
+from pretrain.preflight import check_pretrain_config
 from pretrain.slurm import Requeueable, add_slurm_args, submit
 
 
@@ -46,7 +47,11 @@ def main(argv=None):
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"run.output_dir={args.output_dir}")
-    cfg = load_config(args.config, overrides)
+    try:  # unknown keys, wrong types and bad values stop here, before any work
+        cfg = load_config(args.config, overrides)
+        check_pretrain_config(cfg)
+    except (KeyError, TypeError, ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from exc
     if args.print_config:
         print(json.dumps(cfg, indent=2))
         return 0

@@ -26,6 +26,7 @@ import _bootstrap  # noqa: F401
 
 from mmengine.config import Config, DictAction
 
+from pretrain.preflight import check_output_dir
 from transfer.mmseg_side import overrides
 from transfer.mmseg_side.layouts import check_dataset
 
@@ -53,6 +54,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        overrides.check_arguments(None, None, args.crop_size, args.num_workers)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         raise SystemExit(f"checkpoint {checkpoint} does not exist")
@@ -70,17 +75,20 @@ def main(argv=None) -> int:
     cfg.load_from = str(checkpoint)
     cfg.resume = False
     cfg.merge_from_dict(args.cfg_options)
-    try:
+    from transfer.mmseg_side.runner import (RUN_MARKER, SegRunner, check_trained_checkpoint,
+                                            find_metric, metrics_record, run_dir_of,
+                                            write_seg_metrics)
+
+    run_dir = run_dir_of(checkpoint)
+    try:  # names every missing or malformed file, before a model is built
+        check_output_dir(cfg.work_dir, "--work-dir")
         print(check_dataset(cfg.dataset_name, args.data_root))
-    except ValueError as exc:  # names every missing or malformed file
+        check_trained_checkpoint(checkpoint, run_dir)
+    except (ValueError, OSError) as exc:
         raise SystemExit(str(exc)) from exc
 
     from mmengine.dist import is_main_process
 
-    from transfer.mmseg_side.runner import (RUN_MARKER, SegRunner, find_metric, metrics_record,
-                                            run_dir_of, write_seg_metrics)
-
-    run_dir = run_dir_of(checkpoint)
     runner = SegRunner.from_cfg(cfg)
     runner.trusted_dir = str(run_dir) if run_dir else None
     start = time.time()

@@ -33,6 +33,7 @@ import _bootstrap  # noqa: F401
 
 from mmengine.config import Config, DictAction
 
+from pretrain.preflight import check_output_dir
 from transfer.mmseg_side import overrides
 from transfer.mmseg_side.checkpoint import arch_of_backbone_cfg, read_checkpoint
 from transfer.mmseg_side.layouts import check_dataset
@@ -85,6 +86,14 @@ def parse_args(argv=None):
 
 
 def build_config(args) -> tuple[Config, dict]:
+    try:
+        overrides.check_arguments(args.total_batch, args.max_iters, args.crop_size,
+                                  args.num_workers)
+        if not Path(args.config).is_file():
+            raise ValueError(f"config {args.config} does not exist; expected an experiment "
+                             "of configs/segmentation/")
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or str(Path("runs/segmentation") / Path(args.config).stem)
@@ -102,6 +111,10 @@ def build_config(args) -> tuple[Config, dict]:
     if args.resume:
         cfg.resume = True
         cfg.load_from = None if args.resume == "auto" else args.resume
+    try:
+        overrides.check_known_keys(cfg, args.cfg_options)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
     cfg.merge_from_dict(args.cfg_options)
     return cfg, {"world": world, "data_dir": str(data_dir)}
 
@@ -109,9 +122,11 @@ def build_config(args) -> tuple[Config, dict]:
 def preflight(cfg, args) -> dict:
     """Fail before any model or worker exists: dataset layout, checkpoint format and arch."""
     try:
+        check_output_dir(cfg.work_dir, "--work-dir")
         print(check_dataset(cfg.dataset_name, args.data_root))
         meta = read_checkpoint(args.checkpoint)["meta"]
-    except (ValueError, FileNotFoundError) as exc:  # layout and format errors name the files
+        check_resume_checkpoint(cfg)
+    except (ValueError, OSError) as exc:  # layout, format and place errors name the files
         raise SystemExit(str(exc)) from exc
     arch = arch_of_backbone_cfg(cfg.model.backbone)
     if meta["arch"] != arch:
@@ -121,6 +136,20 @@ def preflight(cfg, args) -> dict:
                          f"model.backbone.arch=... / model.backbone.depth=...) and the head's "
                          f"in_channels")
     return meta["backbone"]
+
+
+def check_resume_checkpoint(cfg) -> None:
+    """With --resume: the checkpoint it would resume from must be a readable mmengine one."""
+    if not cfg.get("resume"):
+        return
+    from mmengine.runner.checkpoint import find_latest_checkpoint
+
+    from transfer.mmseg_side.runner import check_trained_checkpoint
+
+    path = cfg.load_from or (find_latest_checkpoint(cfg.work_dir)
+                             if Path(cfg.work_dir, "last_checkpoint").is_file() else None)
+    if path:
+        check_trained_checkpoint(path, cfg.work_dir)
 
 
 def main(argv=None) -> int:

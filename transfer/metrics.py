@@ -58,8 +58,11 @@ def read_metrics(path: str | Path) -> dict:
     path = Path(path)
     try:
         record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a readable metrics.json ({exc})") from exc
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: metrics.json holds a {type(record).__name__}, expected an "
+                         "object with task, dataset, protocol, backbone and metrics")
     for key in ("task", "dataset", "protocol", "backbone", "metrics"):
         if key not in record:
             raise ValueError(f"{path}: metrics.json lacks the {key!r} entry")

@@ -140,3 +140,19 @@ def read_pkl(path: str | Path) -> dict:
         raise ValueError(f"{path}: expected a dict with a 'model' dict of arrays "
                          "(detectron2's .pkl format)")
     return data
+
+
+def check_weights_file(path: str) -> None:
+    """Check a local ``MODEL.WEIGHTS`` file before detectron2 loads it. detectron2 reads a
+    ``.pkl`` with plain ``pickle.load`` (a crafted file runs code), so a ``.pkl`` must pass
+    the arrays-only ``read_pkl`` first; any other file must load with ``weights_only``.
+    Non-local names (``detectron2://...``) are left to detectron2. Raises ``ValueError``
+    naming the file."""
+    if not path or not os.path.isfile(path):
+        return
+    if path.endswith(".pkl"):
+        read_pkl(path)
+        return
+    from pretrain.official import load_state_file
+
+    load_state_file(path)

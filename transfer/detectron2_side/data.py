@@ -18,6 +18,8 @@ from detectron2.data.datasets.pascal_voc import CLASS_NAMES as VOC_CLASS_NAMES
 
 from pretrain.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
 
+from .annotations import check_coco_annotations
+
 _COCO = {"train": ("coco/train2017", "coco/annotations/instances_train2017.json"),
          "val": ("coco/val2017", "coco/annotations/instances_val2017.json")}
 _VOC = {"2007_trainval": ("VOC2007", "trainval", 2007),
@@ -48,6 +50,7 @@ def register_dataset(root: str | Path, name: str) -> None:
         image_dir, json_file = (root / p for p in _COCO[COCO_NAMES[name]])
         _require(json_file, name)
         _require(image_dir, name)
+        check_coco_annotations(json_file, name)  # parse now: detectron2 reads it lazily
         metadata = ({"thing_classes": list(SYNTHETIC_CLASS_NAMES)} if synthetic
                     else _get_builtin_metadata("coco"))
         _unregister(name)

@@ -22,6 +22,15 @@ class PerClassIoUMetric(IoUMetric):
         self.summary: dict[str, float] = {}
         self.evaluated = False  # set on every process, unlike the tables
 
+    def process(self, data_batch, data_samples) -> None:
+        """Refuse label values outside the classes that are not the ignore index: mmseg's
+        histogram drops them silently, which would shrink every union (a wrong mIoU)."""
+        num_classes = len(self.dataset_meta["classes"])
+        for sample in data_samples:
+            check_label_values(sample["gt_sem_seg"]["data"], num_classes, self.ignore_index,
+                               sample.get("seg_map_path", "a label map"))
+        super().process(data_batch, data_samples)
+
     def evaluate(self, size: int) -> dict:
         metrics = super().evaluate(size)
         self.evaluated = True
@@ -46,3 +55,18 @@ class PerClassIoUMetric(IoUMetric):
 def _percent(value) -> float | None:
     value = float(value)
     return None if math.isnan(value) else round(value * 100, 2)
+
+
+def check_label_values(label, num_classes: int, ignore_index: int, source: str) -> None:
+    """Raise ``ValueError`` naming ``source`` when ``label`` (a tensor of class indices, after
+    the dataset's own reduction) holds values outside ``0..num_classes-1`` other than
+    ``ignore_index``, with the values and their pixel count."""
+    import torch
+
+    bad = (label != ignore_index) & ((label < 0) | (label >= num_classes))
+    if bool(bad.any()):
+        values = torch.unique(label[bad]).tolist()
+        raise ValueError(f"{source}: {int(bad.sum())} pixels with label values {values[:10]} "
+                         f"outside the {num_classes} classes (0..{num_classes - 1}) and not the "
+                         f"ignore index {ignore_index}; fix the label map (the dataset "
+                         "preparation tools in tools/prepare/ write valid ones)")

@@ -132,3 +132,40 @@ def set_crop_size(cfg, crop: int) -> float:
         model.test_cfg.crop_size = _scaled(model.test_cfg.crop_size, factor)
         model.test_cfg.stride = _scaled(model.test_cfg.stride, factor)
     return factor
+
+
+MIN_CROP = 32  # the backbones' output stride: a smaller crop leaves no 1 x 1 feature map
+
+
+def check_arguments(total_batch: int | None, max_iters: int | None, crop_size: int | None,
+                    num_workers: int | None) -> None:
+    """Raise ``ValueError`` naming the argument and its expected range, before any config
+    edit (a zero batch or schedule would otherwise fail deep inside a data loader)."""
+    problems = []
+    for flag, value, low in (("--total-batch", total_batch, 1), ("--max-iters", max_iters, 1),
+                             ("--crop-size", crop_size, MIN_CROP),
+                             ("--num-workers", num_workers, 0)):
+        if value is not None and value < low:
+            problems.append(f"{flag} {value}: expected an integer >= {low}"
+                            + (" (the backbones' output stride)" if flag == "--crop-size" else ""))
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def check_known_keys(cfg, options: dict) -> None:
+    """``--cfg-options`` may only edit keys the config has: mmengine would add a misspelt
+    key (``train_cfg.max_iter``) silently. Under ``model`` the last key may be new (module
+    arguments the config leaves at their default); list indices are not checked."""
+    tree = cfg.to_dict() if hasattr(cfg, "to_dict") else cfg
+    for dotted in options:
+        node, parts = tree, dotted.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part.isdigit():
+                break
+            last = depth == len(parts) - 1
+            if part not in node and not (last and parts[0] == "model"):
+                known = ", ".join(sorted(map(str, node)))[:300]
+                where = ".".join(parts[:depth]) or "the top level"
+                raise ValueError(f"--cfg-options {dotted}: the config has no key {part!r} "
+                                 f"under {where}; known there: {known}")
+            node = node.get(part) if part in node else None

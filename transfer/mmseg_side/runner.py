@@ -82,6 +82,28 @@ def checkpoint_trust(path: str | Path, trusted_dir: str | Path | None):
             f"file, load it from its run's work dir.\n{type(exc).__name__}: {exc}") from exc
 
 
+def check_trained_checkpoint(path: str | Path, trusted_dir: str | Path | None) -> dict:
+    """Read an mmengine checkpoint (``iter_N.pth``) under the policy above, before any model
+    is built, and check that it holds a ``state_dict``; errors name the file and what was
+    expected. Returns the loaded checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; expected an iter_N.pth "
+                                "written by tools/seg_train.py")
+    try:
+        with checkpoint_trust(path, trusted_dir):
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file and the expectation
+        raise ValueError(f"{path}: cannot be read as an mmengine checkpoint of "
+                         f"tools/seg_train.py ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), dict)
+                                            for k in ("meta", "state_dict")):
+        raise ValueError(f"{path}: expected an mmengine checkpoint (a dict with 'meta' and "
+                         f"'state_dict'), got {type(raw).__name__}"
+                         + (f" with keys {sorted(raw)[:6]}" if isinstance(raw, dict) else ""))
+    return raw
+
+
 class SegRunner(Runner):
     """``Runner`` whose checkpoint loading follows the policy of the module docstring.
 
@@ -104,7 +126,11 @@ class SegRunner(Runner):
                 self.resume(path)
         elif self._load_from is not None:
             with checkpoint_trust(self._load_from, trusted_dir):
-                self.load_checkpoint(self._load_from, strict=True)
+                try:
+                    self.load_checkpoint(self._load_from, strict=True)
+                except RuntimeError as exc:  # strict key check: name the file
+                    raise RuntimeError(f"{self._load_from} does not fit the config's model "
+                                       f"(another architecture?): {exc}") from exc
         else:
             return
         self._has_loaded = True
