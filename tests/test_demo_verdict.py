@@ -4,18 +4,27 @@ import math
 
 import pytest
 
-from transfer.verdicts import Score, compare, seed_scores, summary, verdict_lines, verdicts
+from transfer.verdicts import (Score, compare, not_finished, seed_scores, summary, verdict_lines,
+                               verdicts)
 
 LABELS = {"vicregl": "VICRegL", "vicreg": "VICReg", "random": "random"}
 
 
 def rows_for(experiment: str, task: str, metric: str, values: dict[str, list[float]],
              status: str = "finished") -> list[dict]:
-    """results.json rows, one per seed, as the suite runner writes them."""
-    return [{"id": f"{bb}/{experiment}/seed{k}", "backbone": bb, "experiment": experiment,
-             "experiment_label": experiment.upper(), "task": task, "metric": metric,
-             "status": status, "metrics": {metric: v, "mAcc": 99.0}}
-            for bb, vals in values.items() for k, v in enumerate(vals)]
+    """results.json rows as the suite runner writes them: one per (backbone, experiment), a
+    seeded row holding one record per seed under ``seeds`` (its own metrics are the means)."""
+    rows = []
+    for bb, vals in values.items():
+        seeds = [{"id": f"{bb}/{experiment}/seed{k}", "seed": k, "status": status,
+                  "metrics": {metric: v, "mAcc": 99.0}} for k, v in enumerate(vals)]
+        rows.append({"id": f"{bb}/{experiment}", "backbone": bb, "experiment": experiment,
+                     "experiment_label": experiment.upper(), "task": task, "metric": metric,
+                     "status": status, "metrics": {metric: sum(vals) / len(vals)},
+                     "seeds": seeds if len(vals) > 1 else None})
+        if len(vals) == 1:  # an unseeded row: the run's own record
+            rows[-1]["metrics"] = seeds[0]["metrics"]
+    return rows
 
 
 def test_score_mean_and_sample_std():
@@ -26,12 +35,15 @@ def test_score_mean_and_sample_std():
 
 def test_seed_scores_group_by_backbone_and_experiment_and_skip_unfinished():
     rows = rows_for("voc", "segmentation", "mIoU", {"vicregl": [10.0, 12.0]})
-    rows += rows_for("voc", "segmentation", "mIoU", {"random": [3.0]}, status="failed")
-    rows.append({"backbone": "vicreg", "experiment": "voc", "task": "segmentation",
+    rows += rows_for("voc", "segmentation", "mIoU", {"random": [3.0, 4.0]}, status="failed")
+    rows += rows_for("voc", "segmentation", "mIoU", {"vicreg": [7.0]})
+    rows.append({"backbone": "other", "experiment": "voc", "task": "segmentation",
                  "metric": "mIoU", "status": "finished", "metrics": {"mAcc": 1.0}})
+    rows[0]["seeds"][1]["status"] = "pending"  # a seed not run yet
     scores = seed_scores(rows)
-    assert set(scores) == {("vicregl", "voc")}
-    assert scores[("vicregl", "voc")].values == (10.0, 12.0)
+    assert set(scores) == {("vicregl", "voc"), ("vicreg", "voc")}
+    assert scores[("vicregl", "voc")].values == (10.0,)
+    assert scores[("vicreg", "voc")].values == (7.0,)
 
 
 def test_compare_uses_twice_the_larger_std():
@@ -90,3 +102,14 @@ def test_verdicts_count_dense_orderings_and_the_global_claim():
 
 def test_summary_without_results():
     assert summary([], LABELS) == "no dense or global task has results."
+
+
+def test_not_finished_names_failures_but_not_missing_extras_or_unselected_steps():
+    rows = rows_for("voc", "segmentation", "mIoU", {"vicregl": [1.0, 2.0, 3.0]})
+    rows[0]["seeds"][2]["status"] = "pending"  # seed 2 not selected (--only)
+    rows += rows_for("coco", "detection", "bbox_AP", {"random": [0.0]}, status="missing_extra")
+    rows += rows_for("city", "segmentation", "mIoU", {"vicreg": [0.0]}, status="failed")
+    selected = {"vicregl/voc/seed0", "vicregl/voc/seed1", "random/coco", "vicreg/city"}
+    assert not_finished(rows, selected) == ["vicreg/city"]
+    assert not_finished(rows, selected | {"vicregl/voc/seed2"}) == ["vicregl/voc/seed2",
+                                                                   "vicreg/city"]

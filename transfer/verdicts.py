@@ -81,16 +81,31 @@ class Comparison:
                 f"{'holds' if self.holds else 'does not hold'}")
 
 
+def seed_records(row: dict) -> list[dict]:
+    """The per-seed records of a results.json row (its ``seeds`` list), or the row itself when
+    it has a single, unseeded run. Each has ``status`` and ``metrics``."""
+    return row.get("seeds") or [row]
+
+
+def not_finished(rows: list[dict], selected: set[str]) -> list[str]:
+    """Ids of the ``selected`` steps (a seed of a row, or an unseeded row) that neither
+    finished nor only lack an optional extra (status ``missing_extra``): the demo's failures."""
+    return [r["id"] for row in rows for r in seed_records(row)
+            if r["id"] in selected and r["status"] not in ("finished", "missing_extra")]
+
+
 def seed_scores(rows: list[dict]) -> dict[tuple[str, str], Score]:
-    """Group the finished rows of results.json by (backbone, experiment), one value per seed
-    row (the experiment's main metric); unfinished rows and rows without it are left out."""
+    """The finished seeds of each (backbone, experiment) of results.json ``rows``: one value
+    per seed (the experiment's main metric); unfinished seeds and seeds without it are left
+    out."""
     grouped: dict[tuple[str, str], list[float]] = {}
     for row in rows:
-        if row.get("status") != "finished":
-            continue
-        value = metric_value(row.get("metrics"), row["metric"])
-        if value is not None:
-            grouped.setdefault((row["backbone"], row["experiment"]), []).append(value)
+        for record in seed_records(row):
+            if record.get("status") != "finished":
+                continue
+            value = metric_value(record.get("metrics"), row["metric"])
+            if value is not None:
+                grouped.setdefault((row["backbone"], row["experiment"]), []).append(value)
     return {key: Score(tuple(values)) for key, values in grouped.items()}
 
 
