@@ -231,6 +231,7 @@ def main(argv=None) -> int:
     print(summary_markdown(build_rows([results], load_paper(suite.paper_results))))
     print("[demo 4/5] PCA maps of the local features", flush=True)
     pca = make_pictures(plan, plan.work_dir / "table")
+    print(f"  {pca}" if pca else "  no backbone's weights exist yet: no PCA maps")
     print("[demo 5/5] verdicts: the paper's ordering, judged against the measured seed spread",
           flush=True)
     report(plan, suite, args, written, pca)

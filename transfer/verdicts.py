@@ -167,8 +167,8 @@ def verdict_lines(results: list[TaskVerdict], labels: dict[str, str]) -> list[st
     lines = []
     for v in results:
         claim = "dense" if v.dense else "global"
-        lines.append(f"{v.label} ({claim}, {v.metric}): " + "; ".join(
-            f"{labels.get(bb, bb)} {s.text()}" for bb, s in v.scores.items()))
+        scores = "; ".join(f"{labels.get(bb, bb)} {s.text()}" for bb, s in v.scores.items())
+        lines.append(f"{v.label} ({claim}, {v.metric}): {scores or 'no finished seed'}")
         if not v.complete:
             lines.append("    no verdict: a backbone has no finished result for this task")
             continue
