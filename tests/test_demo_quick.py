@@ -54,12 +54,12 @@ def check_rows(suite: Path) -> None:
     assert detection["status"] == "missing_extra"
     assert "detectron2" in detection["reason"] and extras.HIDE_ENV in detection["reason"]
     for bb in ("vicreg", "vicregl", "random"):
-        for exp in ("voc_linear", "voc_nn", "imagenet_knn"):
-            seeds = rows[f"{bb}/{exp}"]["seeds"]
-            assert [s["status"] for s in seeds] == ["finished", "finished", "pending"], (bb, exp)
+        for exp, finished in (("voc_linear", 2), ("voc_nn", 1), ("imagenet_knn", 1)):
+            seeds = [s["status"] for s in rows[f"{bb}/{exp}"]["seeds"]]
+            assert seeds == ["finished"] * finished + ["pending"] * (3 - finished), (bb, exp)
         assert rows[f"{bb}/cityscapes_linear"]["status"] == "pending"  # not in --quick
-    seed1 = json.loads((suite / "runs/vicregl/voc_nn/seed1/metrics.json").read_text())
-    assert seed1["task"] == "dense_retrieval" and 0.0 <= seed1["metrics"]["mIoU"] <= 100.0
+    nn = json.loads((suite / "runs/vicregl/voc_nn/seed0/metrics.json").read_text())
+    assert nn["task"] == "dense_retrieval" and 0.0 <= nn["metrics"]["mIoU"] <= 100.0
     knn = json.loads((suite / "runs/vicreg/imagenet_knn/seed0/metrics.json").read_text())
     assert knn["task"] == "classification" and 0.0 <= knn["metrics"]["top1"] <= 100.0
     seg = json.loads((suite / "runs/vicregl/voc_linear/seed0/metrics.json").read_text())
@@ -73,15 +73,17 @@ def check_output(out: str, suite: Path) -> None:
         assert f"[demo {stage}/5]" in out
     assert re.search(r"\[demo\] \d+/\d+ steps done.*ETA ~\d+m\d\ds", out)
     for step in ("pretrain:vicregl", "convert:random", "vicregl/voc_linear/seed1",
-                 "random/voc_nn/seed0", "vicreg/imagenet_knn/seed1"):
+                 "random/voc_nn/seed0", "vicreg/imagenet_knn/seed0"):
         assert f"] {step} (" in out and f"finished {step} in " in out, step
     assert "missing_extra" in out and "detectron2" in out
     # the verdicts: the rule, each claimed pair against the spread, the summary
     assert "rule: a difference counts when it exceeds 2 x the larger seed std" in out
     assert re.search(r"VOC linear \(synthetic\) \(dense, mIoU\): VICReg", out)
-    assert re.search(r"VICRegL \(alpha=0\.75\) > VICReg \(alpha=1\): difference [-+]\d", out)
-    assert re.search(r"VICReg \(alpha=1\) >= VICRegL \(alpha=0\.75\): difference", out)
-    assert re.search(r"SUMMARY: .* reached on \d of \d dense task\(s\)", out)
+    assert re.search(r"VICRegL \(alpha=0\.75\) > VICReg \(alpha=1\): difference [-+][0-9.]+, "
+                     r"(exceeds|within) the spread", out)  # VOC linear: 2 seeds
+    assert re.search(r"VICReg \(alpha=1\) >= VICRegL \(alpha=0\.75\): difference [-+][0-9.]+, "
+                     r"spread unknown \(one seed\)", out)  # k-NN: 1 seed
+    assert re.search(r"SUMMARY: .* reached on \d of 2 dense task\(s\).*; 4 without results", out)
     # the pictures exist and their paths are printed
     listed = out.split("pictures:")[1].split("demo finished")[0]
     table = suite / "table"
