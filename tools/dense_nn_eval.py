@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Training-free dense nearest-neighbour segmentation of a frozen backbone (Hummingbird).
+
+The memory holds the local features of the training images (a seeded fraction of them) with
+their cells' label distributions; every validation cell takes the softmax(sim/T)-weighted vote
+of its k most similar memory cells; the votes are upsampled to the label size and scored with
+mIoU as the segmentation protocols are. CONFIG is a segmentation config of the suite: its
+train/val datasets (classes, ignore index, reduce_zero_label) are read by mmseg's own dataset
+classes. Writes WORK_DIR/metrics.json (task "dense_retrieval", protocol "dense_nn").
+Defaults follow open-hummingbird-eval (k 30, T 0.02, all training images); see
+docs/evaluation.md.
+
+Examples:
+  python tools/dense_nn_eval.py configs/segmentation/linear_resnet50_voc12aug_40k.py \\
+      --arch resnet50 --backbone runs/r50/backbone.pth --data-root data \\
+      --work-dir runs/eval/r50_dense_nn
+  # 1/8 of the training images, three seeds (each seed draws its own subset)
+  for s in 0 1 2; do python tools/dense_nn_eval.py CONFIG --arch A --backbone B \\
+      --memory-fraction 0.125 --seed $s --work-dir W/seed$s; done
+  # CPU smoke run on the synthetic VOC layout (64-pixel images)
+  python tools/dense_nn_eval.py configs/segmentation/linear_convnext_small_voc12aug_40k.py \\
+      --arch convnext_mini --backbone random:0 --data-root /tmp/synth --work-dir /tmp/dnn \\
+      --crop-size 64 --workers 0
+"""
+import argparse
+import os
+import sys
+
+import _bootstrap  # noqa: F401
+
+from mmengine.config import DictAction
+
+from transfer.dense_retrieval import FEATURES, LABEL_POOLING
+from transfer.mmseg_side.dense_nn import DenseNNSettings
+
+DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
+
+
+def parse_args(argv=None):
+    ref = DenseNNSettings()
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="a segmentation config of configs/segmentation/")
+    p.add_argument("--arch", required=True, help="official name: resnet50, convnext_small, ...")
+    p.add_argument("--backbone", required=True,
+                   help="anything transfer/weights.py reads (backbone.pth, checkpoint.pth, "
+                        "official files, torchvision state dicts, random:SEED)")
+    p.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV, "data"),
+                   help=f"root holding VOCdevkit/VOC2012, cityscapes, ade/ADEChallengeData2016 "
+                        f"(default ${DATA_ROOT_ENV} or data)")
+    p.add_argument("--work-dir", required=True, help="where metrics.json goes")
+    p.add_argument("--seed", type=int, default=0,
+                   help="chooses the memory subset and its augmentation (and random:SEED)")
+    p.add_argument("--memory-fraction", type=float, default=ref.memory_fraction,
+                   help="share of the training images in the memory (Hummingbird: 1/128 .. 1)")
+    p.add_argument("--memory-epochs", type=int, default=ref.memory_epochs,
+                   help="augmented passes over the memory images (open-hummingbird-eval's "
+                        "augmentation_epoch; its README results use 2)")
+    p.add_argument("--memory-size", type=int, default=ref.memory_size,
+                   help="cap on memory entries, spread evenly over images, rare classes first "
+                        "(the paper: 10240000); default: every labelled cell")
+    p.add_argument("--k", type=int, default=ref.k, help="neighbours per query cell")
+    p.add_argument("--temperature", type=float, default=ref.temperature,
+                   help="softmax temperature on cosine similarities")
+    p.add_argument("--features", choices=FEATURES, default=ref.features,
+                   help="last: the local features VICRegL trains (default); stageN: a raw "
+                        "stage; concat: the 4 stages at stride 4 (the ConvNeXt linear "
+                        "protocol's input; large: cap with --memory-size)")
+    p.add_argument("--label-pooling", choices=LABEL_POOLING, default=ref.label_pooling,
+                   help="soft: the cell's class shares (Hummingbird); majority: one-hot")
+    p.add_argument("--no-augment", action="store_true",
+                   help="memory images through the val pipeline instead of the train one")
+    p.add_argument("--crop-size", type=int,
+                   help="scale every input size of the config so its crop is this (tests)")
+    p.add_argument("--batch-size", type=int, default=ref.batch_size)
+    p.add_argument("--workers", type=int, default=ref.workers, help="0: load in this process")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+                   help="final config edits key=value")
+    return p.parse_args(argv)
+
+
+def settings_of(args) -> DenseNNSettings:
+    return DenseNNSettings(k=args.k, temperature=args.temperature,
+                           memory_fraction=args.memory_fraction,
+                           memory_epochs=args.memory_epochs, memory_size=args.memory_size,
+                           label_pooling=args.label_pooling, features=args.features,
+                           augment=not args.no_augment, batch_size=args.batch_size,
+                           workers=args.workers)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from transfer.mmseg_side.dense_nn import evaluate
+
+    try:
+        result = evaluate(args.config, arch=args.arch, backbone=args.backbone,
+                          data_root=args.data_root, work_dir=args.work_dir, seed=args.seed,
+                          settings=settings_of(args), crop_size=args.crop_size,
+                          cfg_options=args.cfg_options)
+    except (FileNotFoundError, ValueError) as exc:  # layout, checkpoint, options
+        raise SystemExit(f"dense_nn_eval: {exc}") from exc
+    print(f"dense_nn: mIoU {result['mIoU']:.2f}, mAcc {result['mAcc']:.2f} -> "
+          f"{args.work_dir}/metrics.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
