@@ -4,11 +4,12 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 SETUP = venv="$$(bash tools/setup_env.sh | tail -n 1)"
 
-.PHONY: demo test env help
+.PHONY: demo test test-fast env help
 
 help:
 	@echo "make demo   # the whole pipeline on synthetic data on the CPU (minutes)"
-	@echo "make test   # the test suite (set-up included)"
+	@echo "make test   # the whole test suite (set-up included; what CI runs)"
+	@echo "make test-fast  # the fast tier: no slow or multi-process tests (under 3 minutes)"
 	@echo "make env    # only create / reuse the virtual environment and print its path"
 
 env:
@@ -18,4 +19,7 @@ demo:
 	@$(SETUP); "$$venv/bin/python" tools/demo.py $(ARGS)
 
 test:
-	@$(SETUP); "$$venv/bin/python" -m pytest -rs $(ARGS)
+	@$(SETUP); "$$venv/bin/python" -m pytest -rs --durations=15 $(ARGS)
+
+test-fast:
+	@$(SETUP); "$$venv/bin/python" -m pytest -rs -m "not slow and not multiprocess" $(ARGS)

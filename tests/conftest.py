@@ -9,6 +9,12 @@ for path in (ROOT, ROOT / "tests"):
 
 import pytest  # noqa: E402
 
+from transfer.extras import install_import_blocker  # noqa: E402
+
+# VICREGL_HIDE_EXTRAS=detectron2: the tests see the package as absent (importorskip skips,
+# subprocess tools inherit the variable and hide it too); see transfer/extras.py.
+install_import_blocker()
+
 
 @pytest.fixture
 def poison_loss_at_call(monkeypatch):

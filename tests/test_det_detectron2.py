@@ -3,8 +3,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("detectron2", reason="detectron2 is not installed (optional extra; see "
-                    "docs/detection.md)")
+from transfer.extras import missing_reason  # noqa: E402
+
+# absent, or hidden by VICREGL_HIDE_EXTRAS=detectron2: the reason says which and how to install
+pytest.importorskip("detectron2",
+                    reason=missing_reason("detectron2") or "detectron2 does not import")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

@@ -5,12 +5,16 @@ import json
 import os
 import subprocess
 import sys
+from importlib.metadata import version as importlib_version
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("detectron2", reason="detectron2 is not installed (optional extra; see "
-                    "docs/detection.md)")
+from transfer.extras import missing_reason  # noqa: E402
+
+# absent, or hidden by VICREGL_HIDE_EXTRAS=detectron2: the reason says which and how to install
+pytest.importorskip("detectron2",
+                    reason=missing_reason("detectron2") or "detectron2 does not import")
 
 import torch  # noqa: E402
 
@@ -79,7 +83,7 @@ def test_mask_rcnn_fpn_resnet(workspace):
     out = workspace / "fpn_r18"
     log = det_train("--config-file", CONFIGS / "mask_rcnn_resnet50_fpn_1x_coco.yaml",
                     "--backbone", workspace / "resnet18.pth", "--data-root", workspace / "data",
-                    *TINY, *THIN_FPN, *R18, *SYN_COCO, "OUTPUT_DIR", out)
+                    *TINY, *THIN_FPN, *R18, *SYN_COCO, "OUTPUT_DIR", out, "SEED", "7")
     assert "layer3.0.downsample.1.running_var" in log
     assert "100 tensors converted, 20 counters dropped, 0 unmatched" in log  # the key map
     assert "all 100 backbone tensors loaded and checked equal" in log
@@ -89,6 +93,16 @@ def test_mask_rcnn_fpn_resnet(workspace):
     assert record["config"] == "configs/detection/mask_rcnn_resnet50_fpn_1x_coco.yaml"
     assert set(record["metrics"]["per_class"]["bbox"]) == set(CLASS_NAMES)
     assert (out / "backbone_resnet18.pkl").is_file() and (out / "model_final.pth").is_file()
+    # the protocol fingerprint: this run's settings beside the config's VICREGL.REFERENCE
+    settings, reference = record["settings"], record["reference_settings"]
+    assert {k: settings[k] for k in ("total_batch", "processes", "gpus", "norm", "iterations",
+                                     "precision", "lr", "seed")} == {
+        "total_batch": 2, "processes": 1, "gpus": 0, "norm": "SyncBN", "iterations": 3,
+        "precision": "fp32", "lr": 0.02, "seed": 7}
+    assert settings["min_size_train"] == [128] and len(settings["config_sha256"]) == 64
+    assert settings["frameworks"]["detectron2"].split("+")[0] == importlib_version("detectron2")
+    assert reference == {"total_batch": 16, "norm": "SyncBN", "precision": "fp32", "lr": 0.02,
+                         "iterations": 90000}
 
     # resume: continues from the saved iteration, not from scratch
     log = det_train("--config-file", CONFIGS / "mask_rcnn_resnet50_fpn_1x_coco.yaml",

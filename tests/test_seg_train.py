@@ -16,6 +16,7 @@ pytest.importorskip("mmseg.models", reason="needs the MMSegmentation environment
 
 from mmseg.datasets import ADE20KDataset, CityscapesDataset, PascalVOCDataset  # noqa: E402
 
+from transfer.fingerprint import deviations  # noqa: E402
 from transfer.metrics import read_metrics  # noqa: E402
 from transfer.mmseg_side.checkpoint import read_checkpoint  # noqa: E402
 from transfer.mmseg_side.runner import MMENGINE_CHECKPOINT_GLOBALS, run_dir_of  # noqa: E402
@@ -112,6 +113,21 @@ def test_linear_protocol_end_to_end(dataset, data_root, checkpoints, tmp_path):
     assert absent and len(absent) < len(classes)  # 8 synthetic classes of 21 / 19 / 150
     assert record["iterations"] == ITERS and record["total_batch"] == 2
     assert record["cost"]["gpus"] == 0 and record["cost"]["wall_s"] > 0
+    # the protocol fingerprint: this run's settings, the config's reference, their differences
+    settings, reference = record["settings"], record["reference_settings"]
+    assert set(settings) == {"total_batch", "processes", "gpus", "norm", "crop", "test_mode",
+                             "iterations", "precision", "lr", "seed", "deterministic",
+                             "config_sha256", "frameworks"}
+    assert (settings["total_batch"], settings["processes"], settings["gpus"],
+            settings["iterations"], settings["seed"], min(settings["crop"])) == (2, 1, 0, ITERS,
+                                                                                 0, 64)
+    assert settings["norm"] == "SyncBN" and settings["precision"] == "fp32"
+    assert settings["frameworks"]["mmseg"] == "1.2.2" and len(settings["config_sha256"]) == 64
+    assert reference["total_batch"] == 16 and reference["iterations"] in (40000, 160000)
+    assert set(reference) <= set(settings)
+    found = deviations(settings, reference)
+    assert found[0] == "total batch 2, protocol 16"
+    assert any(d.startswith(f"iterations {ITERS}, protocol ") for d in found), found
 
     # frozen protocol: the trained backbone is still exactly the converted one
     trained = mmengine_state(work / f"iter_{ITERS}.pth")

@@ -1,8 +1,10 @@
 """tools/run_suite.py with a fake experiment command: rows, resume after a failure and after
 an interruption (Ctrl-C and SIGKILL of the runner), stale rows, parallel jobs, SLURM through
-submitit's local executor, and the suite file's checks."""
+submitit's local executor, seeds, optional extras (missing_extra, VICREGL_HIDE_EXTRAS), the
+new evaluation tasks' commands, and the suite file's checks."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +25,8 @@ FAKE = textwrap.dedent('''
     import argparse, json, os, sys, time
     from pathlib import Path
     p = argparse.ArgumentParser()
-    for a in ("--out", "--backbone", "--experiment", "--control", "--tag"):
+    for a in ("--out", "--backbone", "--experiment", "--control", "--tag", "--seed",
+              "--total-batch"):
         p.add_argument(a)
     a = p.parse_args()
     control = Path(a.control)
@@ -36,11 +39,15 @@ FAKE = textwrap.dedent('''
     while (control / f"hold.{a.experiment}").exists():
         time.sleep(0.1)
     score = 10.0 + len(a.backbone) % 7 + (5.0 if a.experiment == "exp_b" else 0.0)
+    score += 0.0 if a.seed is None else float(a.seed) ** 2  # seeds 0, 1, 2 -> +0, +1, +4
     record = {"task": "semantic_segmentation", "dataset": "fake", "protocol": "fake",
               "config": "none", "backbone": {"arch": "resnet18", "source": a.backbone},
               "metrics": {"mIoU": score, "mAcc": score + 1, "per_class": {"a": 1.0}},
               "cost": {"wall_s": 0.5, "gpus": 0, "gpu_type": "cpu", "gpu_hours": 0.0},
               "git_sha": "test", "finished_at": "2026-01-01T00:00:00+00:00"}
+    if a.total_batch:  # a fingerprint as the real tools write it: total batch vs protocol 16
+        record["settings"] = {"total_batch": int(a.total_batch), "seed": a.seed}
+        record["reference_settings"] = {"total_batch": 16}
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "metrics.json").write_text(json.dumps(record))
 ''')
@@ -111,7 +118,10 @@ def test_rows_failure_retry_alone_and_resume(tmp_path):
     assert states == {"bb_random/exp_a": "finished", "bb_random/exp_b": "failed",
                       "bb_file/exp_a": "finished", "bb_file/exp_b": "failed"}
     row = next(r for r in results["rows"] if r["id"] == "bb_file/exp_a")
-    assert row["metrics"] == {"mIoU": row["metrics"]["mIoU"], "mAcc": row["metrics"]["mIoU"] + 1}
+    # the fake's score: 10 + len(backbone path) % 7 (+ 5 for exp_b), mAcc = mIoU + 1
+    expected = 10.0 + len(str((tmp_path / "weights.pth").resolve())) % 7
+    assert row["metrics"] == {"mIoU": expected, "mAcc": expected + 1}
+    assert row["metrics_path"] == str(work / "runs" / "bb_file" / "exp_a" / "metrics.json")
     assert row["cost"]["gpus"] == 0 and row["cost"]["gpu_type"] == "cpu"
 
     # retry one failed row alone: nothing else runs
@@ -234,8 +244,12 @@ def test_suite_file_errors_name_the_file_and_entry(tmp_path):
                         "experiments.exp_a: unknown key(s) colour"),
         "no metric": (good.replace("    metric: mIoU\n    metrics: [mAcc]\n", "", 1),
                       "experiments.exp_a needs 'metric'"),
-        "bad task": (good.replace("task: command", "task: classification", 1),
+        "bad task": (good.replace("task: command", "task: clasification", 1),
                      "experiments.exp_a.task must be one of"),
+        "protocol": (good.replace("metric: mIoU\n", "metric: mIoU\n    protocol: knn\n", 1),
+                     "experiments.exp_a.protocol: only classification experiments"),
+        "seeds": (good.replace("metric: mIoU\n", "metric: mIoU\n    seeds: 0\n", 1),
+                  "experiments.exp_a.seeds must be an integer >= 1"),
         "both": (good.replace('source: "random:0",', 'source: "random:0", pretrain: {config: x},'),
                  "backbones.bb_random needs exactly one of 'source'"),
         "placeholder": (good.replace("{control}", "{controll}", 1), "unknown placeholder(s) {controll}"),
@@ -255,7 +269,14 @@ def test_suite_file_errors_name_the_file_and_entry(tmp_path):
 def test_paper_suites_expand_to_the_real_commands(tmp_path):
     r50 = make_plan(load_suite(ROOT / "configs/suites/vicregl_resnet50.yaml",
                                {"checkpoints": str(tmp_path)}), tmp_path / "w", tmp_path / "d")
-    assert len(r50.rows) == 6 * 4
+    assert len(r50.rows) == 6 * 5
+    cls = r50.get("official_r50_alpha0.75/in1k_linear")
+    assert cls.argv[1:] == ["tools/cls_eval.py", "--arch", "resnet50", "--backbone",
+                            str(tmp_path / "resnet50_alpha0.75.pth"), "--data-root",
+                            str(tmp_path / "d"), "--work-dir",
+                            str(tmp_path / "w/runs/official_r50_alpha0.75/in1k_linear"),
+                            "--protocol", "linear"]
+    assert cls.needs == [] and cls.spawn == "torchrun"
     seg = r50.get("official_r50_alpha0.75/voc12aug_linear")
     assert seg.argv[1:4] == ["tools/seg_train.py",
                              "configs/segmentation/linear_resnet50_voc12aug_40k.py", "--checkpoint"]
@@ -281,6 +302,255 @@ def test_paper_suites_expand_to_the_real_commands(tmp_path):
     assert cpu.get("random_r50/voc0712_faster_rcnn_c4").argv[-2:] == ["MODEL.DEVICE", "cpu"]
     convnext = make_plan(load_suite(ROOT / "configs/suites/vicregl_convnext.yaml"),
                          tmp_path / "w", tmp_path / "d")
-    assert len(convnext.rows) == 7 * 3
+    assert len(convnext.rows) == 7 * 4
     assert "configs/segmentation/upernet_convnext_base_ade20k_160k.py" in convnext.get(
         "official_convnext_base_alpha0.75/ade20k_upernet").argv
+
+
+# ---- seeds ------------------------------------------------------------------------------
+
+def write_seeded_suite(tmp: Path) -> Path:
+    write_suite(tmp)
+    suite = tmp / "seeded.yaml"
+    suite.write_text(textwrap.dedent(f'''
+        name: seeded_suite
+        variables: {{control: {tmp / "control"}}}
+        backbones:
+          bb_random: {{arch: resnet18, source: "random:0", label: random R18}}
+        experiments:
+          seeded:
+            task: command
+            command: ["{{python}}", "{tmp / "fake.py"}", "--out", "{{row_dir}}",
+                      "--backbone", "{{source}}", "--experiment", "{{experiment}}",
+                      "--control", "{{control}}", "--seed", "{{seed}}", "--total-batch", "8"]
+            metric: mIoU
+            metrics: [mAcc]
+            seeds: 3
+            gpus: 0
+    '''))
+    return suite
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_seeded_row_runs_each_seed_and_reports_mean_std_n(tmp_path):
+    suite, work = write_seeded_suite(tmp_path), tmp_path / "work"
+    plan = make_plan(load_suite(suite), work, tmp_path / "d")
+    assert [s.id for s in plan.rows] == [f"bb_random/seeded/seed{k}" for k in range(3)]
+    assert [s.folder for s in plan.rows] == [work / "runs/bb_random/seeded" / f"seed{k}"
+                                             for k in range(3)]
+    assert plan.rows[1].argv[-4:] == ["--seed", "1", "--total-batch", "8"]
+    # a row id selects all its seeds
+    assert [s.id for s in select(plan, ["bb_random/seeded"])] == [s.id for s in plan.rows]
+
+    run_suite(suite, "--work-dir", work, check=0)
+    assert calls(tmp_path) == ["random:0.seeded"] * 3
+    row, = json.loads((work / "results.json").read_text())["rows"]
+    # the fake scores 10 + len("random:0") % 7 + seed^2 = 11, 12, 15 (by hand: mean 38/3,
+    # sample std sqrt(((11-38/3)^2 + (12-38/3)^2 + (15-38/3)^2) / 2) = sqrt(13/3))
+    assert [s["metrics"]["mIoU"] for s in row["seeds"]] == [11.0, 12.0, 15.0]
+    assert [s["seed"] for s in row["seeds"]] == [0, 1, 2]
+    assert row["id"] == "bb_random/seeded" and row["status"] == "finished"
+    assert row["n_seeds"] == 3 and row["seeds_planned"] == 3
+    assert row["metrics"]["mIoU"] == pytest.approx(38 / 3)
+    assert row["metrics_std"]["mIoU"] == pytest.approx((13 / 3) ** 0.5)
+    assert row["metrics"]["mAcc"] == pytest.approx(38 / 3 + 1)
+    assert row["cost"]["wall_s"] == pytest.approx(1.5)  # 3 x 0.5 s, added up
+    md = (work / "table" / "table.md").read_text()
+    assert "| random R18 | 12.7 ± 2.1 (n=3)† |" in md
+    assert "- † random R18 / seeded: deviates: total batch 8, protocol 16" in md
+    assert (work / "table" / "plot.png").is_file() and (work / "table" / "table.png").is_file()
+
+    # one seed failing: the row shows the failure, the mean of the seeds that finished, n=2/3
+    shutil.rmtree(work / "runs/bb_random/seeded/seed2")
+    (tmp_path / "control" / "fail.seeded").touch()
+    run_suite(suite, "--work-dir", work, check=1)
+    row, = json.loads((work / "results.json").read_text())["rows"]
+    assert row["status"] == "failed" and row["reason"].startswith("seed2: return code 3")
+    assert row["reason"].endswith("2 of 3 seeds finished") and row["n_seeds"] == 2
+    assert row["metrics"]["mIoU"] == pytest.approx(11.5)
+    assert "| random R18 | 11.5 ± 0.7 (n=2/3)† |" in (work / "table" / "table.md").read_text()
+
+
+# ---- optional extras ----------------------------------------------------------------------
+
+def write_detection_suite(tmp: Path) -> Path:
+    """A command row and a detection row (a real detectron2 config)."""
+    suite = write_suite(tmp)
+    det = ("experiments:\n  det:\n    task: detection\n    config: configs/detection/"
+           "faster_rcnn_resnet50_c4_voc0712_24k.yaml\n    metric: bbox_AP\n    gpus: 0\n")
+    suite.write_text(suite.read_text().replace("experiments:\n", det, 1))
+    return suite
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_hidden_extra_is_missing_extra_and_exit_zero(tmp_path):
+    """VICREGL_HIDE_EXTRAS=detectron2: on every machine, the missing-extra path."""
+    suite, work = write_detection_suite(tmp_path), tmp_path / "work"
+    env = dict(os.environ, VICREGL_HIDE_EXTRAS="detectron2")
+    proc = subprocess.run([sys.executable, str(ROOT / "tools/run_suite.py"), str(suite),
+                           "--work-dir", str(work), "--only", "bb_random/*"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    why = "detectron2 is hidden by VICREGL_HIDE_EXTRAS=detectron2 (optional extra: bash " \
+          "tools/install_detectron2.sh (docs/detection.md))"
+    assert f"missing_extra bb_random/det: {why}" in proc.stdout
+    assert f"missing_extra: bb_random/det: {why}" in proc.stdout  # the summary
+    assert "1 missing_extra" in proc.stdout and "not a failure (exit status 0)" in proc.stdout
+    rows = {r["id"]: r for r in json.loads((work / "results.json").read_text())["rows"]}
+    assert rows["bb_random/det"]["status"] == "missing_extra"
+    assert rows["bb_random/det"]["reason"] == why
+    assert rows["bb_random/exp_a"]["status"] == "finished"
+    md = (work / "table" / "table.md").read_text()
+    assert "| random R18 | missing_extra | 11.0 | 16.0 |" in md  # the main comparison
+    assert f"| random R18 | det | bbox_AP | - | - | - | - | missing_extra: {why} |" in md
+    assert "missing_extra" in (work / "table" / "table.csv").read_text()
+    assert "missing\\_extra" in (work / "table" / "table.tex").read_text()
+    # --collect-only sees it too, without a runner
+    proc = subprocess.run([sys.executable, str(ROOT / "tools/run_suite.py"), str(suite),
+                           "--work-dir", str(work), "--collect-only", "--no-tables"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["id"]: r for r in json.loads((work / "results.json").read_text())["rows"]}
+    assert rows["bb_random/det"]["status"] == "missing_extra"
+    # something else failing still fails the suite
+    (tmp_path / "control" / "fail.exp_b").touch()
+    proc = subprocess.run([sys.executable, str(ROOT / "tools/run_suite.py"), str(suite),
+                           "--work-dir", str(work), "--only", "bb_file/*", "--no-tables"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "failed: bb_file/exp_b" in proc.stdout, proc.stdout
+
+
+@pytest.mark.multiprocess
+def test_hidden_extra_is_refused_by_the_tools(tmp_path):
+    env = dict(os.environ, VICREGL_HIDE_EXTRAS="detectron2")
+    proc = subprocess.run([sys.executable, str(ROOT / "tools/det_train.py"), "--help"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert ("ModuleNotFoundError: No module named 'detectron2': detectron2 is hidden by "
+            "VICREGL_HIDE_EXTRAS=detectron2") in proc.stderr
+    code = ("import _bootstrap, importlib.util; from transfer import extras; "
+            "print(extras.available('detectron2'), extras.available('yaml'))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "tools", env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["False", "True"], proc.stderr
+
+
+def test_extras_available_honours_the_variable(monkeypatch):
+    from transfer import extras
+
+    monkeypatch.delenv(extras.HIDE_ENV, raising=False)
+    assert extras.available("yaml") and not extras.hide_requested()
+    assert not extras.available("no_such_package_here")
+    assert extras.missing_reason("detectron2") in ("", "detectron2 is not installed (optional "
+                                                   "extra: bash tools/install_detectron2.sh "
+                                                   "(docs/detection.md))")
+    monkeypatch.setenv(extras.HIDE_ENV, " yaml , detectron2")
+    assert extras.hidden() == {"yaml", "detectron2"} and extras.hide_requested()
+    assert not extras.available("yaml")
+    finder = extras.HiddenExtraFinder({"some_hidden_pkg"})
+    with pytest.raises(ModuleNotFoundError, match="some_hidden_pkg is hidden by "
+                                                  "VICREGL_HIDE_EXTRAS"):
+        finder.find_spec("some_hidden_pkg.sub")
+    assert finder.find_spec("yaml") is None
+
+
+@pytest.mark.parametrize("installed",
+                         [pytest.param(True, marks=pytest.mark.multiprocess), False])
+def test_runner_with_a_fake_framework_check(tmp_path, monkeypatch, capsys, installed):
+    """The detection row with detectron2 reported present (it runs: here the fake stands in
+    for det_train) and absent (missing_extra, exit 0), in-process, on any machine."""
+    from transfer import extras
+    from transfer.suite_runner import RunOptions, SuiteRunner, framework_missing
+
+    suite, work = write_detection_suite(tmp_path), tmp_path / "work"
+    real = extras.available
+    monkeypatch.setattr(extras, "available",
+                        lambda name: installed if name == "detectron2" else real(name))
+    monkeypatch.delenv(extras.HIDE_ENV, raising=False)
+    plan = make_plan(load_suite(suite), work, tmp_path / "d", python=sys.executable)
+    step = plan.get("bb_random/det")
+    assert step.argv[1:3] == ["tools/det_train.py", "--num-gpus"]
+    expected = ("", "") if installed else (
+        "missing_extra", "detectron2 is not installed (optional extra: bash "
+                         "tools/install_detectron2.sh (docs/detection.md))")
+    assert framework_missing(step) == expected
+    fake = plan.get("bb_random/exp_a").argv
+    step.argv = [a.replace("exp_a", "det") for a in fake]  # det_train itself is not tested here
+    code = SuiteRunner(plan, [step], RunOptions(heartbeat_s=60)).run()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    row = next(r for r in json.loads((work / "results.json").read_text())["rows"]
+               if r["id"] == "bb_random/det")
+    if installed:
+        assert calls(tmp_path) == ["random:0.det"] and row["status"] == "finished"
+    else:
+        assert calls(tmp_path) == [] and row["status"] == "missing_extra"
+        assert "1 missing_extra" in out
+
+
+# ---- the evaluation tasks -----------------------------------------------------------------
+
+def test_classification_and_dense_retrieval_commands(tmp_path):
+    suite = tmp_path / "evals.yaml"
+    suite.write_text(textwrap.dedent('''
+        name: evals
+        backbones:
+          vicregl: {arch: convnext_small, source: "random:3"}
+        experiments:
+          knn: {task: classification, metric: top1, gpus: 0, options: [--dataset, imagenet]}
+          linear: {task: classification, protocol: linear, metric: top1, gpus: 4, seeds: 2}
+          dense_nn:
+            task: dense_retrieval
+            config: configs/segmentation/linear_{arch}_voc12aug_40k.py
+            metric: mIoU
+            gpus: 0
+            seeds: 3
+            options: [--memory-fraction, "0.1"]
+    '''))
+    plan = make_plan(load_suite(suite), tmp_path / "w", tmp_path / "d", python="py")
+    runs, data = tmp_path / "w/runs/vicregl", str(tmp_path / "d")
+    assert [s.id for s in plan.steps] == [
+        "vicregl/knn", "vicregl/linear/seed0", "vicregl/linear/seed1",
+        "vicregl/dense_nn/seed0", "vicregl/dense_nn/seed1", "vicregl/dense_nn/seed2"]
+    common = ["--arch", "convnext_small", "--backbone", "random:3", "--data-root", data,
+              "--work-dir"]
+    assert plan.get("vicregl/knn").argv == ["py", "tools/cls_eval.py", *common,
+                                            str(runs / "knn"), "--protocol", "knn",
+                                            "--dataset", "imagenet"]
+    linear = plan.get("vicregl/linear/seed1")
+    assert linear.argv == ["py", "tools/cls_eval.py", *common, str(runs / "linear/seed1"),
+                           "--seed", "1", "--protocol", "linear"]
+    assert linear.gpus == 4 and linear.spawn == "torchrun" and linear.needs == []
+    dense = plan.get("vicregl/dense_nn/seed2")
+    assert dense.argv == ["py", "tools/dense_nn_eval.py",
+                          "configs/segmentation/linear_convnext_small_voc12aug_40k.py", *common,
+                          str(runs / "dense_nn/seed2"), "--seed", "2", "--memory-fraction", "0.1"]
+    assert dense.spawn == "none" and dense.output == runs / "dense_nn/seed2/metrics.json"
+    assert not any(s.kind == "convert" for s in plan.steps)  # they read the backbone itself
+    bad = suite.read_text().replace("protocol: linear", "protocol: svm")
+    (tmp_path / "bad.yaml").write_text(bad)
+    with pytest.raises(SuiteError, match="experiments.linear.protocol must be one of knn, linear"):
+        load_suite(tmp_path / "bad.yaml")
+
+
+def test_seeded_segmentation_and_detection_commands(tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(textwrap.dedent('''
+        name: s
+        backbones:
+          r: {arch: resnet50, source: "random:0"}
+        experiments:
+          seg: {task: segmentation, config: "configs/segmentation/linear_{arch}_voc12aug_40k.py",
+                metric: mIoU, gpus: 0, seeds: 2}
+          det: {task: detection, config: "configs/detection/faster_rcnn_{arch}_c4_voc0712_24k.yaml",
+                metric: bbox_AP, gpus: 0, seeds: 2, options: [SOLVER.MAX_ITER, "10"]}
+    '''))
+    plan = make_plan(load_suite(suite), tmp_path / "w", tmp_path / "d", python="py")
+    seg = plan.get("r/seg/seed1")
+    assert seg.argv[-4:] == [str(tmp_path / "w/runs/r/seg/seed1"), "--resume", "--seed", "1"]
+    assert seg.needs == ["convert:r"]
+    det = plan.get("r/det/seed1")
+    assert det.argv[-8:] == ["OUTPUT_DIR", str(tmp_path / "w/runs/r/det/seed1"), "SEED", "1",
+                             "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "10"]

@@ -1,5 +1,6 @@
 """tools/make_table.py on recorded metrics.json files: the paper column, the difference, the
-status of rows that did not finish, and the four outputs (Markdown, CSV, LaTeX, PNG)."""
+status of rows that did not finish, deviations from the protocol, seeded rows, and the outputs
+(Markdown, CSV, LaTeX, table.png, plot.png, tradeoff.png)."""
 import csv
 import json
 import subprocess
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from transfer.tables import load_paper, metric_value
+from transfer.plots import tradeoff_points
+from transfer.tables import build_rows, load_paper, make_tables, metric_value
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +27,18 @@ RECORDED_SEG = {
                 "per_class": {"background": 67.99, "aeroplane": 1.95, "cow": None}},
     "cost": {"wall_s": 9.1, "gpus": 0, "gpu_type": "cpu", "gpu_hours": 0.0, "host": "vm"},
     "git_sha": "acabb823d19d5fbc1fd40d3b3ac512a7ccb8cccf+dirty",
-    "finished_at": "2026-11-26T12:20:07+00:00", "iterations": 100, "total_batch": 8}
+    "finished_at": "2026-11-26T12:20:07+00:00", "iterations": 100, "total_batch": 8,
+    # the protocol fingerprint as tools/seg_train.py writes it (transfer/fingerprint.py), with
+    # this run's values; the reference is the config's reference_settings
+    "settings": {"total_batch": 8, "processes": 1, "gpus": 0, "norm": "SyncBN", "crop": [64, 64],
+                 "test_mode": "slide", "iterations": 100, "precision": "fp32", "lr": 0.003,
+                 "seed": 0, "deterministic": False, "config_sha256": "0" * 64,
+                 "frameworks": {"torch": "2.9.1", "mmseg": "1.2.2"}},
+    "reference_settings": {"total_batch": 16, "norm": "SyncBN", "crop": [512, 512],
+                           "test_mode": "slide", "iterations": 40000, "precision": "fp32",
+                           "lr": 0.0001}}
+SEG_DEVIATES = ("total batch 8, protocol 16; crop 64x64, protocol 512x512; iterations 100, "
+                "protocol 40000; lr 0.003, protocol 0.0001")
 RECORDED_DET = {
     "task": "detection", "dataset": "voc07+12", "protocol": "finetune_c4_24k",
     "config": "configs/detection/faster_rcnn_resnet50_c4_voc0712_24k.yaml",
@@ -35,7 +48,12 @@ RECORDED_DET = {
     "cost": {"wall_s": 74.1, "gpus": 0, "gpu_type": "cpu", "gpu_hours": 0.0, "host": "vm"},
     "git_sha": "79f03b0375a88f6b82b7fa918849dd5ef9a12b69+dirty",
     "finished_at": "2026-11-26T12:28:44+00:00", "max_iter": 3, "ims_per_batch": 2,
-    "eval_only": False, "test_sets": ["synthetic_voc_2007_test"]}
+    "eval_only": False, "test_sets": ["synthetic_voc_2007_test"],
+    "settings": {"total_batch": 2, "processes": 1, "gpus": 0, "norm": "SyncBN",
+                 "iterations": 3, "precision": "fp32", "lr": 0.02, "seed": -1},
+    "reference_settings": {"total_batch": 16, "norm": "SyncBN", "precision": "fp32", "lr": 0.02,
+                           "iterations": 24000}}
+DET_DEVIATES = "total batch 2, protocol 16; iterations 3, protocol 24000"
 
 SUITE = textwrap.dedent('''
     name: recorded
@@ -102,13 +120,17 @@ def test_tables_from_recorded_metrics(recorded):
     md = (tmp / "tables" / "table.md").read_text()
     assert out.startswith("# Results: recorded")
     # main comparison: ours (paper, difference); the paper number of the model compared with
-    assert "| official R50 a=0.75 | 56.4 (paper 55.9, +0.5) | 0.2 (paper 59.5, -59.3) |" in md
-    assert "| random R50 | 4.7 | failed |" in md
-    assert "| supervised_r50 | pending | 53.0 (paper 53.5, -0.5) |" in md
+    # † marks the rows whose settings deviate from the protocol's; the notes say how
+    assert "| official R50 a=0.75 | 56.4† (paper 55.9, +0.5) | 0.2† (paper 59.5, -59.3) |" in md
+    assert "| random R50 | 4.7† | failed |" in md
+    assert "| supervised_r50 | pending | 53.0† (paper 53.5, -0.5) |" in md
+    assert f"- † official R50 a=0.75 / VOC linear: deviates: {SEG_DEVIATES}" in md
+    assert f"- † supervised_r50 / VOC07+12 det: deviates: {DET_DEVIATES}" in md
     # all rows: the failed one names its log; cost columns
     log = work / "runs/random_r50/voc0712_faster_rcnn_c4/suite.log"
     assert f"| random R50 | VOC07+12 det | bbox_AP | - | - | - | - | failed: return code 1, log {log} |" in md
-    assert "| official R50 a=0.75 | VOC07+12 det | bbox_AP50 | 0.6 | - | - | - | finished | 1m14s | 0 | 0.00 | cpu |" in md
+    assert ("| official R50 a=0.75 | VOC07+12 det | bbox_AP50 | 0.6 | - | - | - | finished | 1m14s "
+            f"| 0 | 0.00 | cpu | {DET_DEVIATES} |") in md
     # every paper number shown is cited
     assert "- resnet50_alpha0.75 / voc12aug_linear / mIoU = 55.9: [official]" in md
     assert "- supervised_resnet50 / voc0712_faster_rcnn_c4 / bbox_AP50 = 81.3: [protocols]" in md
@@ -119,6 +141,8 @@ def test_tables_from_recorded_metrics(recorded):
     assert (float(official["ours"]), float(official["paper"])) == (56.4, 55.9)
     assert float(official["delta"]) == pytest.approx(0.5)
     assert official["paper_model"] == "resnet50_alpha0.75" and official["main"] == "True"
+    assert official["deviates"] == SEG_DEVIATES and official["task"] == "segmentation"
+    assert (official["std"], official["n"], official["seeds_planned"]) == ("", "1", "1")
     failed = next(r for r in rows if r["backbone"] == "random_r50" and r["metric"] == "bbox_AP")
     assert failed["ours"] == "" and failed["status"] == "failed"
 
@@ -126,13 +150,17 @@ def test_tables_from_recorded_metrics(recorded):
     assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex and "\\bottomrule" in tex
     assert "supervised\\_r50 & VOC07+12 det & bbox\\_AP & 53.0 & 53.5 & -0.5" in tex
     assert tex.count("\\\\\n") == 1 + 12  # header + rows
+    assert "total batch 2, protocol 16; iterations 3, protocol 24000 \\\\" in tex
 
-    png = (tmp / "tables" / "table.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
 
-    height, width, _ = matplotlib.image.imread(tmp / "tables" / "table.png").shape
-    assert width > 600 and height > 400
+    for name in ("table.png", "plot.png"):  # the main comparison; bars per experiment
+        assert (tmp / "tables" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        height, width, _ = matplotlib.image.imread(tmp / "tables" / name).shape
+        assert width > 600 and height > 400, name
+    # no classification rows: no trade-off plot, and the output says why
+    assert "tradeoff.png not drawn: no classification rows" in out
+    assert not (tmp / "tables" / "tradeoff.png").exists()
 
 
 def test_references_add_the_papers_other_models(recorded):
@@ -140,7 +168,7 @@ def test_references_add_the_papers_other_models(recorded):
     tool("make_table.py", work, "--out-dir", tmp / "ref", "--references", "--no-plot")
     md = (tmp / "ref" / "table.md").read_text()
     assert "| mocov2_resnet50 (paper) | VOC07+12 det | bbox_AP | - | 57.4 | - | mocov2_resnet50 | reference |" in md
-    assert not (tmp / "ref" / "table.png").exists()
+    assert not any((tmp / "ref").glob("*.png"))
 
 
 def test_bad_paper_file_is_named(recorded, tmp_path):
@@ -168,6 +196,10 @@ def test_paper_numbers_are_the_references():
     assert paper[("mocov2_resnet50", "voc0712_faster_rcnn_c4", "bbox_AP75")].value == 64.0
     assert all(e.source.startswith(("[official]", "[protocols]")) for e in paper.values())
     assert len(paper) == 14 + 7 + 6 + 6
+    # the suites' ImageNet linear experiments meet these numbers
+    for suite in ("vicregl_resnet50", "vicregl_convnext"):
+        text = (ROOT / f"configs/suites/{suite}.yaml").read_text()
+        assert "  in1k_linear:\n" in text and "metric: top1" in text
 
 
 def test_metric_lookup():
@@ -176,3 +208,86 @@ def test_metric_lookup():
     assert metric_value(metrics, "voc_2007_test.bbox_AP") == 12.5
     assert metric_value(metrics, "nan") is None and metric_value(metrics, "absent") is None
     assert metric_value(None, "mIoU") is None
+
+
+def _row(label, experiment, task, metric, value, std=None, n=1, planned=1, status="finished"):
+    """A results.json row as tools/run_suite.py writes it (seeded when planned > 1)."""
+    return {"id": f"{label}/{experiment}", "backbone": label, "backbone_label": label,
+            "arch": "convnext_mini", "source": "random:0", "paper_models": [],
+            "experiment": experiment, "experiment_label": experiment,
+            "paper_experiment": experiment, "task": task, "metric": metric,
+            "metrics_shown": [metric], "status": status, "reason": "",
+            "log": "suite.log", "metrics_path": "metrics.json", "runner_wall_s": 1.0,
+            "metrics": None if value is None else {metric: value},
+            "metrics_std": None if std is None else {metric: std}, "n_seeds": n,
+            "seeds_planned": planned, "seeds": None,
+            "cost": {"wall_s": 1.0, "gpus": 0, "gpu_type": "cpu", "gpu_hours": 0.0}}
+
+
+TRADEOFF_ROWS = [
+    # VICRegL: dense = mean(13, 11, 20) = 44/3, its std sqrt(0^2 + 0^2 + 1.5^2) / 3 = 0.5;
+    # global = 60 +- 2
+    _row("VICRegL a=0.75", "voc", "segmentation", "mIoU", 13.0),
+    _row("VICRegL a=0.75", "ade", "segmentation", "mIoU", 11.0),
+    _row("VICRegL a=0.75", "voc_nn", "dense_retrieval", "mIoU", 20.0, 1.5, 3, 3),
+    _row("VICRegL a=0.75", "knn", "classification", "top1", 60.0, 2.0, 3, 3),
+    # VICReg: dense = mean(9, 8, 12) = 29/3 +- 0.6 / 3; global 64 +- 1
+    _row("VICReg a=1", "voc", "segmentation", "mIoU", 9.0),
+    _row("VICReg a=1", "ade", "segmentation", "mIoU", 8.0),
+    _row("VICReg a=1", "voc_nn", "dense_retrieval", "mIoU", 12.0, 0.6, 3, 3),
+    _row("VICReg a=1", "knn", "classification", "top1", 64.0, 1.0, 3, 3),
+    # random: its classification failed -> left out of the plot, with the reason
+    _row("random", "voc", "segmentation", "mIoU", 8.5),
+    _row("random", "ade", "segmentation", "mIoU", 8.0),
+    _row("random", "voc_nn", "dense_retrieval", "mIoU", 5.0, 0.2, 3, 3),
+    _row("random", "knn", "classification", "top1", None, status="failed"),
+]
+
+
+def test_tradeoff_points_and_plot(tmp_path):
+    results = {"suite": "demo", "rows": TRADEOFF_ROWS, "pretraining": []}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    rows = build_rows([results], {})
+    points, why = tradeoff_points(rows)
+    assert [p.label for p in points] == ["VICRegL a=0.75", "VICReg a=1"]
+    assert points[0].dense == pytest.approx(44 / 3) and points[0].dense_err == pytest.approx(0.5)
+    assert (points[0].global_, points[0].global_err) == (60.0, 2.0)
+    assert points[1].dense == pytest.approx(29 / 3) and points[1].dense_err == pytest.approx(0.2)
+    assert points[0].dense_experiments == ["voc", "ade", "voc_nn"]
+    assert why == "left out: random (no number for knn)"
+
+    written = make_tables([tmp_path / "results.json"], tmp_path / "t",
+                          ROOT / "configs/suites/paper_results.yaml")
+    assert written["tradeoff"] == tmp_path / "t" / "tradeoff.png"
+    import matplotlib.image
+
+    height, width, _ = matplotlib.image.imread(written["tradeoff"]).shape
+    assert width >= 900 and height >= 700
+    md = written["md"].read_text()
+    # seeded rows: mean ± std (n); a failed one keeps its status
+    assert "| VICRegL a=0.75 | 13.0 | 11.0 | 20.0 ± 1.5 (n=3) | 60.0 ± 2.0 (n=3) |" in md
+    assert "| random | 8.5 | 8.0 | 5.0 ± 0.2 (n=3) | failed |" in md
+    tex = written["tex"].read_text()
+    assert "VICReg a=1 & knn & top1 & 64.0 $\\pm$ 1.0 (n=3) &" in tex
+    rows = list(csv.DictReader(written["csv"].open()))
+    knn = next(r for r in rows if r["label"] == "VICReg a=1" and r["experiment"] == "knn")
+    assert (knn["ours"], knn["std"], knn["n"], knn["seeds_planned"]) == ("64.0", "1.0", "3", "3")
+
+
+def test_seed_statistics_by_hand():
+    from transfer.seeds import aggregate_metrics, mean_std, row_state
+
+    assert mean_std([]) == (None, None) and mean_std([4.0]) == (4.0, None)
+    mean, std = mean_std([11.0, 12.0, 15.0])
+    assert mean == pytest.approx(38 / 3) and std == pytest.approx((13 / 3) ** 0.5)
+    means, stds = aggregate_metrics([{"mIoU": 10.0, "per": {"a": 1.0}, "x": "text"},
+                                     {"mIoU": 14.0, "per": {"a": 3.0}, "x": "text"}])
+    assert means == {"mIoU": 12.0, "per": {"a": 2.0}}
+    assert stds["mIoU"] == pytest.approx(8 ** 0.5) and stds["per"]["a"] == pytest.approx(2 ** 0.5)
+    # a metric that one seed lacks is not averaged over the others
+    assert aggregate_metrics([{"a": 1.0, "b": 2.0}, {"a": 3.0}])[0] == {"a": 2.0}
+    assert row_state([("finished", ""), ("finished", "")]) == ("finished", "")
+    assert row_state([("finished", ""), ("pending", "x"), ("failed", "rc 1")]) == (
+        "failed", "seed2: rc 1; 1 of 3 seeds finished")
+    assert row_state([("missing_extra", "no d2")] * 2) == (
+        "missing_extra", "seed0: no d2; 0 of 2 seeds finished")

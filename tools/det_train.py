@@ -28,6 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a clone: tools/ is not a package
 
+from transfer.extras import install_import_blocker  # noqa: E402
+
+install_import_blocker()  # VICREGL_HIDE_EXTRAS=detectron2: behave as if it were absent
+
 import torch  # noqa: E402
 import detectron2.utils.comm as comm  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
@@ -39,7 +43,8 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 from transfer.detectron2_side import backbone as d2_backbone  # noqa: E402  (registers backbones)
 from transfer.detectron2_side import roi_heads  # noqa: E402,F401  (registers the C4 head)
 from transfer.detectron2_side.checkpoint import check_backbone_loaded  # noqa: E402
-from transfer.detectron2_side.config import add_vicregl_config  # noqa: E402
+from transfer.detectron2_side.config import (  # noqa: E402
+    add_vicregl_config, det_reference, det_settings)
 from transfer.detectron2_side.conversion import (  # noqa: E402
     AUTHOR, convert_resnet, format_key_map, read_pkl, write_pkl)
 from transfer.detectron2_side.data import check_num_classes, register_datasets  # noqa: E402
@@ -98,6 +103,10 @@ def setup(args):
                              "--backbone would replace it: drop --backbone")
         info, message = attach_backbone(cfg, args.backbone)
     cfg.freeze()
+    try:  # before training, not after it: metrics.json needs the protocol's reference
+        det_reference(cfg, args.config_file)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
     default_setup(cfg, args)
     # our modules log under "transfer.*": same console and OUTPUT_DIR/log.txt as detectron2
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="transfer")
@@ -173,6 +182,7 @@ def main(args):
     if not results:
         raise RuntimeError("training ended without evaluation results (DATASETS.TEST empty?)")
     config = Path(args.config_file).resolve()
+    gpus = comm.get_world_size() if torch.cuda.is_available() else 0
     path = write_metrics(
         Path(cfg.OUTPUT_DIR) / "metrics.json",
         task="instance_segmentation" if cfg.MODEL.MASK_ON else "detection",
@@ -180,8 +190,9 @@ def main(args):
         protocol=cfg.VICREGL.PROTOCOL or config.stem,
         config=str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
         backbone=info, metrics=metrics_from_results(results, cfg.DATASETS.TEST),
-        wall_s=time.time() - start,
-        gpus=comm.get_world_size() if torch.cuda.is_available() else 0,
+        wall_s=time.time() - start, gpus=gpus,
+        settings=det_settings(cfg, config, comm.get_world_size(), gpus),
+        reference=det_reference(cfg, config),
         extra={"output_dir": cfg.OUTPUT_DIR, "max_iter": cfg.SOLVER.MAX_ITER,
                "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH, "eval_only": bool(args.eval_only),
                "test_sets": list(cfg.DATASETS.TEST), "opts": list(args.opts)})

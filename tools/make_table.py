@@ -3,10 +3,13 @@
 
 Reads one or more results.json files (written by tools/run_suite.py into its work dir, or a
 work dir itself) and the paper's reported numbers (configs/suites/paper_results.yaml), and
-writes table.md, table.csv, table.tex and table.png. Each row is (backbone, experiment,
-metric): ours, the paper's number for the model the backbone is compared with, the
-difference, the status, and the cost (wall time, GPUs, GPU-hours, GPU type). The columns are
-explained in docs/suites.md.
+writes table.md, table.csv, table.tex, table.png (the main comparison as a picture), plot.png
+(bars per experiment, error bars from seeds) and tradeoff.png (dense score vs global score per
+backbone, when the suites have classification rows). Each row is (backbone, experiment,
+metric): ours (mean +- std (n) over seeds for a seeded row), the paper's number for the model
+the backbone is compared with, the difference, the status, the cost (wall time, GPUs,
+GPU-hours, GPU type) and how its settings deviate from the protocol's (marked with a dagger in
+the main comparison). The columns are explained in docs/suites.md.
 
 Examples:
   python tools/make_table.py work_dirs/suites/vicregl_resnet50
@@ -36,7 +39,9 @@ def parse_args(argv=None):
     parser.add_argument("--references", action="store_true",
                         help="add the paper's other models for the same experiments as "
                              "reference rows (ours empty)")
-    parser.add_argument("--no-plot", action="store_true", help="skip table.png")
+    parser.add_argument("--no-plot", action="store_true",
+                        help="skip the pictures (table.png, plot.png, tradeoff.png); e.g. "
+                             "without matplotlib")
     return parser.parse_args(argv)
 
 
@@ -44,13 +49,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     first = Path(args.results[0])
     out_dir = args.out_dir or (first if first.is_dir() else first.parent) / "table"
+    notes: list[str] = []
     try:
         written = make_tables(args.results, out_dir, args.paper, args.references,
-                              png=not args.no_plot)
+                              png=not args.no_plot, log=notes.append)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from exc
     print(written["md"].read_text())
-    print("wrote " + ", ".join(str(p) for p in written.values()))
+    print("\n".join(notes + ["wrote " + ", ".join(str(p) for p in written.values())]))
     return 0
 
 

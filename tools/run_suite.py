@@ -4,7 +4,12 @@
 A suite (configs/suites/*.yaml) names backbones and experiments; every backbone x experiment is
 a row. Each step runs in its own folder under the work dir, writes its log there, and is
 skipped once finished, so running the same command again resumes an interrupted suite and
-retries what failed. See docs/suites.md.
+retries what failed. A row with `seeds: N` runs N times (seed0..seedN-1); the tables show
+mean, std and N. See docs/suites.md.
+
+Exit status: 0 when nothing failed, was interrupted or blocked; rows that need an optional
+extra that is not installed (detectron2) are `missing_extra`, listed, and not a failure.
+VICREGL_HIDE_EXTRAS=detectron2 runs everything as if detectron2 were not installed.
 
 Examples:
   # what would run, and what is already done
@@ -33,7 +38,8 @@ import _bootstrap  # noqa: F401
 
 from pretrain.config import data_root as default_data_root
 from transfer.suite import SuiteError, load_suite, make_plan, select
-from transfer.suite_runner import RunOptions, SuiteRunner, collect, launch_argv, step_state
+from transfer.suite_runner import (RunOptions, SuiteRunner, collect, framework_missing,
+                                   launch_argv, step_state, write_json)
 
 
 def parse_args(argv=None):
@@ -129,6 +135,8 @@ def print_plan(steps, plan) -> None:
           f"data root {plan.data_root}")
     for step in steps:
         state, reason = step_state(step)
+        if state == "pending" and framework_missing(step)[0]:
+            state, reason = framework_missing(step)
         print(f"{step.id}  [{state}{': ' + reason if reason and state != 'pending' else ''}]")
         print(f"    {' '.join(shlex.quote(a) for a in launch_argv(step))}")
 
@@ -162,8 +170,7 @@ def main(argv=None) -> int:
 
     if args.collect_only:
         path = plan.work_dir / "results.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(collect(plan), indent=2) + "\n")
+        write_json(path, collect(plan))  # atomic: a concurrent reader never sees half a file
         print(f"wrote {path}")
         tables()
         return 0

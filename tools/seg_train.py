@@ -70,7 +70,14 @@ def parse_args(argv=None):
                              "with 64-pixel synthetic images); for tests and demos")
     parser.add_argument("--num-workers", type=int,
                         help="dataloader workers per process (0 loads in the main process)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of the head's initialisation, the data order and the "
+                             "augmentation (a suite's 'seeds: N' passes 0..N-1); recorded in "
+                             "metrics.json settings")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="cuDNN deterministic algorithms, benchmark off: the same seed "
+                             "then gives the same number on a GPU, at some speed cost (no "
+                             "effect on the CPU, which is deterministic already)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                         help="final config edits key=value, e.g. train_cfg.val_interval=1000 "
                              "or model.backbone.arch=convnext_mini")
@@ -81,7 +88,7 @@ def build_config(args) -> tuple[Config, dict]:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or str(Path("runs/segmentation") / Path(args.config).stem)
-    cfg.randomness = dict(seed=args.seed)
+    cfg.randomness = dict(seed=args.seed, deterministic=args.deterministic)
     world = overrides.world_size(args.launcher)
     data_dir = overrides.set_data_root(cfg, args.data_root)
     overrides.set_batch(cfg, args.total_batch or cfg.total_batch_size, world)
@@ -124,7 +131,12 @@ def main(argv=None) -> int:
     from mmengine.dist import barrier, is_main_process
 
     from transfer.mmseg_side.runner import (SegRunner, find_metric, metrics_record,
-                                            write_run_marker, write_seg_metrics)
+                                            seg_reference, write_run_marker, write_seg_metrics)
+
+    try:  # before training, not after it: the metrics.json needs the protocol's reference
+        seg_reference(cfg, args.config)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
 
     runner = SegRunner.from_cfg(cfg)
     if is_main_process():

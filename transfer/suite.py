@@ -19,16 +19,26 @@ A suite file (full description in docs/suites.md)::
         pretrain: {config: configs/pretrain/..., overrides: [...], gpus: 8}
     experiments:
       voc12aug_linear:
-        task: segmentation                       # segmentation | detection | command
+        task: segmentation    # segmentation | detection | classification | dense_retrieval
+                              # | command
         config: configs/segmentation/linear_{arch}_voc12aug_40k.py
         metric: mIoU
         gpus: 8
+        seeds: 3                                 # 3 runs of the head, seeds 0..2 (default: one)
+      in1k_knn:
+        task: classification                     # tools/cls_eval.py
+        protocol: knn                            # knn (default) | linear
+        metric: top1
 
 Rows are every backbone x every experiment whose ``archs`` patterns match the backbone's
 architecture. Strings may hold placeholders: ``{data_root}``, ``{work_dir}``, ``{root}`` (the
 repository), ``{python}``, ``{arch}``, ``{backbone}``, ``{experiment}``, ``{row_dir}``,
-``{source}``, ``{checkpoint}`` (the converted mmseg checkpoint), ``{gpus}`` and the suite's
-``variables``.
+``{source}``, ``{checkpoint}`` (the converted mmseg checkpoint), ``{gpus}``, ``{seed}`` (the
+step's seed; 0 when the experiment has no ``seeds``) and the suite's ``variables``.
+
+``seeds: N`` (N > 1) makes N steps of a row, ``<backbone>/<experiment>/seed<k>`` for k = 0..N-1,
+each in ``<row folder>/seed<k>`` and given its seed (``--seed k``, detectron2's ``SEED k``);
+without it (or N = 1) a row is one step that passes no seed (the tool's default).
 """
 import fnmatch
 import string
@@ -39,15 +49,18 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-TASKS = ("segmentation", "detection", "command")
+TASKS = ("segmentation", "detection", "classification", "dense_retrieval", "command")
+CLASSIFICATION_PROTOCOLS = ("knn", "linear")
 BUILTINS = ("data_root", "work_dir", "root", "python", "arch", "backbone", "experiment",
-            "row_dir", "source", "checkpoint", "gpus")
+            "row_dir", "source", "checkpoint", "gpus", "seed")
+# How a task's tool is started for more than one GPU: torchrun, or it spawns its own processes
+SPAWN = {"segmentation": "torchrun", "detection": "self", "classification": "torchrun"}
 
 SUITE_KEYS = {"name", "description", "variables", "backbones", "experiments", "paper_results"}
 BACKBONE_KEYS = {"arch", "source", "pretrain", "paper", "label"}
 PRETRAIN_KEYS = {"config", "overrides", "gpus", "nodes"}
 EXPERIMENT_KEYS = {"task", "config", "command", "metric", "metrics", "gpus", "options",
-                   "archs", "paper", "label", "resume"}
+                   "archs", "paper", "label", "resume", "protocol", "seeds"}
 
 
 class SuiteError(ValueError):
@@ -78,6 +91,12 @@ class Experiment:
     paper: str = ""  # experiment key in paper_results.yaml (default: the name)
     label: str = ""
     resume: bool = True
+    protocol: str = ""  # classification: knn | linear
+    seeds: int = 1  # > 1: that many steps, one per seed
+
+    @property
+    def seeded(self) -> bool:
+        return self.seeds > 1
 
     def applies_to(self, arch: str) -> bool:
         return any(fnmatch.fnmatchcase(arch, pattern) for pattern in self.archs)
@@ -118,6 +137,48 @@ def _positive_int(path, where: str, value, minimum: int = 0) -> int:
     if not isinstance(value, int) or value < minimum:
         _fail(path, f"{where} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def _protocol(path, where: str, task: str, value) -> str:
+    """The classification protocol (default knn); other tasks take their config's."""
+    if task != "classification":
+        if value is not None:
+            _fail(path, f"{where}.protocol: only classification experiments take 'protocol' "
+                        f"(knn | linear); a {task} experiment's protocol is its config")
+        return ""
+    value = "knn" if value is None else value
+    if value not in CLASSIFICATION_PROTOCOLS:
+        _fail(path, f"{where}.protocol must be one of {', '.join(CLASSIFICATION_PROTOCOLS)}, "
+                    f"got {value!r}")
+    return value
+
+
+def _load_experiment(path, name: str, entry) -> Experiment:
+    """One ``experiments:`` entry, checked."""
+    where = f"experiments.{name}"
+    _check_keys(path, where, entry, EXPERIMENT_KEYS)
+    task = entry.get("task")
+    if task not in TASKS:
+        _fail(path, f"{where}.task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task == "command":
+        if not entry.get("command") or not isinstance(entry["command"], list):
+            _fail(path, f"{where}: a 'command' task needs 'command' as a list of arguments")
+    elif not entry.get("config") and task != "classification":
+        _fail(path, f"{where}: a {task} experiment needs 'config'")
+    if not entry.get("metric"):
+        _fail(path, f"{where} needs 'metric', the metrics.json entry shown first "
+                    "(e.g. mIoU, bbox_AP, top1)")
+    return Experiment(
+        name=name, task=task, metric=str(entry["metric"]),
+        protocol=_protocol(path, where, task, entry.get("protocol")),
+        seeds=_positive_int(path, f"{where}.seeds", entry.get("seeds", 1), 1),
+        config=str(entry["config"]) if entry.get("config") else None,
+        command=_as_list(entry.get("command")) or None,
+        metrics=_as_list(entry.get("metrics")),
+        gpus=_positive_int(path, f"{where}.gpus", entry.get("gpus", 1)),
+        options=_as_list(entry.get("options")), archs=_as_list(entry.get("archs")) or ["*"],
+        paper=str(entry.get("paper", name)), label=str(entry.get("label", name)),
+        resume=bool(entry.get("resume", True)))
 
 
 def load_suite(path: str | Path, variables: dict[str, str] | None = None) -> Suite:
@@ -169,30 +230,8 @@ def load_suite(path: str | Path, variables: dict[str, str] | None = None) -> Sui
             source=str(entry["source"]) if "source" in entry else None, pretrain=pretrain,
             paper=_as_list(entry.get("paper")), label=str(entry.get("label", name)))
 
-    experiments = {}
-    for name, entry in raw["experiments"].items():
-        where = f"experiments.{name}"
-        _check_keys(path, where, entry, EXPERIMENT_KEYS)
-        task = entry.get("task")
-        if task not in TASKS:
-            _fail(path, f"{where}.task must be one of {', '.join(TASKS)}, got {task!r}")
-        if task == "command":
-            if not entry.get("command") or not isinstance(entry["command"], list):
-                _fail(path, f"{where}: a 'command' task needs 'command' as a list of arguments")
-        elif not entry.get("config"):
-            _fail(path, f"{where}: a {task} experiment needs 'config'")
-        if not entry.get("metric"):
-            _fail(path, f"{where} needs 'metric', the metrics.json entry shown first "
-                        "(e.g. mIoU, bbox_AP)")
-        experiments[str(name)] = Experiment(
-            name=str(name), task=task, metric=str(entry["metric"]),
-            config=str(entry["config"]) if entry.get("config") else None,
-            command=_as_list(entry.get("command")) or None,
-            metrics=_as_list(entry.get("metrics")),
-            gpus=_positive_int(path, f"{where}.gpus", entry.get("gpus", 1)),
-            options=_as_list(entry.get("options")), archs=_as_list(entry.get("archs")) or ["*"],
-            paper=str(entry.get("paper", name)), label=str(entry.get("label", name)),
-            resume=bool(entry.get("resume", True)))
+    experiments = {str(name): _load_experiment(path, str(name), entry)
+                   for name, entry in raw["experiments"].items()}
 
     paper = Path(str(raw.get("paper_results", "configs/suites/paper_results.yaml")))
     return Suite(name=str(raw.get("name", path.stem)), path=path,
@@ -227,6 +266,8 @@ class Step:
     needs: list[str] = field(default_factory=list)
     experiment: Experiment | None = None
     source: str = ""  # the backbone source this step reads (file path or random:SEED)
+    seed: int | None = None  # the seed of a seeded experiment step (None: the tool's default)
+    row: str = ""  # experiment steps: <backbone>/<experiment>, shared by a row's seeds
 
     @property
     def log(self) -> Path:
@@ -248,6 +289,7 @@ class Plan:
 
     @property
     def rows(self) -> list[Step]:
+        """Every experiment step (a seeded row has one per seed)."""
         return [s for s in self.steps if s.kind == "experiment"]
 
 
@@ -261,32 +303,105 @@ def backbone_source(backbone: Backbone, work_dir: Path, values: dict[str, str],
     return str(Path(source).expanduser().resolve())
 
 
-def _experiment_argv(exp: Experiment, values: dict[str, str], gpus: int, where: str) -> list[str]:
-    python = values["python"]
-    options = [fill(o, values, f"{where}.options") for o in exp.options]
-    if exp.task == "command":
-        return [fill(a, values, f"{where}.command") for a in exp.command] + options
+def _config(exp: Experiment, values: dict[str, str], where: str) -> str:
     config = fill(exp.config, values, f"{where}.config")
     if not (ROOT / config).is_file() and not Path(config).is_file():
         raise SuiteError(f"{where}.config: {config} does not exist (for arch {values['arch']}); "
                          "restrict the experiment with 'archs' or add the config")
-    if exp.task == "segmentation":
-        argv = [python, "tools/seg_train.py", config, "--checkpoint", values["checkpoint"],
-                "--data-root", values["data_root"], "--work-dir", values["row_dir"]]
-        if gpus > 1:
-            argv += ["--launcher", "pytorch"]
-        if exp.resume:
-            argv += ["--resume"]
-        return argv + options
-    # detection: detectron2's own launcher starts one process per GPU (--num-gpus)
-    argv = [python, "tools/det_train.py", "--num-gpus", str(max(gpus, 1)), "--config-file",
-            config, "--backbone", values["source"], "--data-root", values["data_root"]]
+    return config
+
+
+def _seed_args(seed: int | None, flag: str = "--seed") -> list[str]:
+    return [] if seed is None else [flag, str(seed)]
+
+
+def _segmentation_argv(exp, values, gpus, where, seed) -> list[str]:
+    argv = [values["python"], "tools/seg_train.py", _config(exp, values, where), "--checkpoint",
+            values["checkpoint"], "--data-root", values["data_root"], "--work-dir",
+            values["row_dir"]]
+    if gpus > 1:
+        argv += ["--launcher", "pytorch"]
     if exp.resume:
         argv += ["--resume"]
-    argv += ["OUTPUT_DIR", values["row_dir"]]
-    if gpus == 0:
-        argv += ["MODEL.DEVICE", "cpu"]
-    return argv + options
+    return argv + _seed_args(seed)
+
+
+def _detection_argv(exp, values, gpus, where, seed) -> list[str]:
+    # detectron2's own launcher starts one process per GPU (--num-gpus); options are KEY VALUE
+    argv = [values["python"], "tools/det_train.py", "--num-gpus", str(max(gpus, 1)),
+            "--config-file", _config(exp, values, where), "--backbone", values["source"],
+            "--data-root", values["data_root"]]
+    if exp.resume:
+        argv += ["--resume"]
+    argv += ["OUTPUT_DIR", values["row_dir"]] + _seed_args(seed, "SEED")
+    return argv + (["MODEL.DEVICE", "cpu"] if gpus == 0 else [])
+
+
+def _evaluation_args(values: dict[str, str], seed: int | None) -> list[str]:
+    """What tools/cls_eval.py and tools/dense_nn_eval.py both take (docs/suites.md)."""
+    return ["--arch", values["arch"], "--backbone", values["source"], "--data-root",
+            values["data_root"], "--work-dir", values["row_dir"]] + _seed_args(seed)
+
+
+def _classification_argv(exp, values, gpus, where, seed) -> list[str]:
+    return ([values["python"], "tools/cls_eval.py"] + _evaluation_args(values, seed)
+            + ["--protocol", exp.protocol])
+
+
+def _dense_retrieval_argv(exp, values, gpus, where, seed) -> list[str]:
+    return ([values["python"], "tools/dense_nn_eval.py", _config(exp, values, where)]
+            + _evaluation_args(values, seed))
+
+
+def _command_argv(exp, values, gpus, where, seed) -> list[str]:
+    return [fill(a, values, f"{where}.command") for a in exp.command]
+
+
+TASK_ARGV = {"segmentation": _segmentation_argv, "detection": _detection_argv,
+             "classification": _classification_argv, "dense_retrieval": _dense_retrieval_argv,
+             "command": _command_argv}
+
+
+def _experiment_argv(exp: Experiment, values: dict[str, str], gpus: int, where: str,
+                     seed: int | None = None) -> list[str]:
+    """The tool's command line for one step of ``exp`` (``seed``: a seeded step's seed); the
+    experiment's ``options`` last."""
+    options = [fill(o, values, f"{where}.options") for o in exp.options]
+    return TASK_ARGV[exp.task](exp, values, gpus, where, seed) + options
+
+
+def _pretrain_step(bb: Backbone, values: dict[str, str], work_dir: Path, data_root: Path,
+                   pretrain_gpus: int | None, where: str) -> Step:
+    folder = work_dir / "pretrain" / bb.name
+    n = bb.pretrain["gpus"] if pretrain_gpus is None else pretrain_gpus
+    config = fill(bb.pretrain["config"], values, f"{where}.pretrain.config")
+    argv = [values["python"], "tools/pretrain.py", "--config", config, "--output-dir",
+            str(folder), "--data-root", str(data_root), f"model.arch={bb.arch}"]
+    argv += [fill(o, values, f"{where}.pretrain.overrides") for o in bb.pretrain["overrides"]]
+    if n == 0:
+        argv.append("run.device=cpu")
+    return Step(f"pretrain:{bb.name}", "pretrain", bb, folder, argv, folder / "backbone.pth",
+                gpus=n, nodes=bb.pretrain["nodes"], spawn="torchrun")
+
+
+def _experiment_steps(suite: Suite, bb: Backbone, exp: Experiment, values: dict[str, str],
+                      work_dir: Path, gpus: int | None, needs: list[str]) -> list[Step]:
+    """The row's steps: one, or one per seed (``seeds: N``) in ``<row>/seed<k>``."""
+    row_id, row_dir = f"{bb.name}/{exp.name}", work_dir / "runs" / bb.name / exp.name
+    n = exp.gpus if gpus is None else gpus
+    seeds = list(range(exp.seeds)) if exp.seeded else [None]
+    steps = []
+    for seed in seeds:
+        folder = row_dir if seed is None else row_dir / f"seed{seed}"
+        step_values = dict(values, experiment=exp.name, row_dir=str(folder), gpus=str(n),
+                           seed=str(seed or 0))
+        argv = _experiment_argv(exp, step_values, n, f"{suite.path}: experiments.{exp.name}",
+                                seed)
+        steps.append(Step(
+            row_id if seed is None else f"{row_id}/seed{seed}", "experiment", bb, folder, argv,
+            folder / "metrics.json", gpus=n, spawn=SPAWN.get(exp.task, "none"),
+            needs=list(needs), experiment=exp, source=values["source"], seed=seed, row=row_id))
+    return steps
 
 
 def make_plan(suite: Suite, work_dir: str | Path, data_root: str | Path,
@@ -299,43 +414,24 @@ def make_plan(suite: Suite, work_dir: str | Path, data_root: str | Path,
                 root=str(ROOT), python=python)
     steps: list[Step] = []
     for bb in suite.backbones.values():
+        checkpoint = work_dir / "checkpoints" / bb.name / "mmseg.pth"
         values = dict(base, arch=bb.arch, backbone=bb.name, experiment="", row_dir="",
-                      checkpoint="", gpus="")
+                      checkpoint=str(checkpoint), gpus="", seed="0")
         where = f"{suite.path}: backbones.{bb.name}"
-        source = backbone_source(bb, work_dir, values, f"{where}.source")
-        values["source"] = source
+        values["source"] = source = backbone_source(bb, work_dir, values, f"{where}.source")
         needs = []
         if bb.pretrain is not None:
-            folder = work_dir / "pretrain" / bb.name
-            n = bb.pretrain["gpus"] if pretrain_gpus is None else pretrain_gpus
-            config = fill(bb.pretrain["config"], values, f"{where}.pretrain.config")
-            argv = [python, "tools/pretrain.py", "--config", config, "--output-dir", str(folder),
-                    "--data-root", str(data_root), f"model.arch={bb.arch}"]
-            argv += [fill(o, values, f"{where}.pretrain.overrides") for o in bb.pretrain["overrides"]]
-            if n == 0:
-                argv.append("run.device=cpu")
-            steps.append(Step(f"pretrain:{bb.name}", "pretrain", bb, folder, argv,
-                              folder / "backbone.pth", gpus=n, nodes=bb.pretrain["nodes"],
-                              spawn="torchrun"))
+            steps.append(_pretrain_step(bb, values, work_dir, data_root, pretrain_gpus, where))
             needs.append(f"pretrain:{bb.name}")
         rows = [e for e in suite.experiments.values() if e.applies_to(bb.arch)]
-        checkpoint = work_dir / "checkpoints" / bb.name / "mmseg.pth"
         if any(e.task == "segmentation" for e in rows):
             argv = [python, "tools/convert.py", "--framework", "mmseg", "--arch", bb.arch,
                     "--source", source, "--out", str(checkpoint), "--quiet"]
             steps.append(Step(f"convert:{bb.name}", "convert", bb, checkpoint.parent, argv,
                               checkpoint, needs=list(needs), source=source))
         for exp in rows:
-            row_dir = work_dir / "runs" / bb.name / exp.name
-            n = exp.gpus if gpus is None else gpus
-            row_values = dict(values, experiment=exp.name, row_dir=str(row_dir),
-                              checkpoint=str(checkpoint), gpus=str(n))
-            argv = _experiment_argv(exp, row_values, n, f"{suite.path}: experiments.{exp.name}")
-            row_needs = list(needs) + ([f"convert:{bb.name}"] if exp.task == "segmentation" else [])
-            steps.append(Step(f"{bb.name}/{exp.name}", "experiment", bb, row_dir, argv,
-                              row_dir / "metrics.json", gpus=n,
-                              spawn={"segmentation": "torchrun", "detection": "self"}.get(exp.task, "none"),
-                              needs=row_needs, experiment=exp, source=source))
+            converted = [f"convert:{bb.name}"] if exp.task == "segmentation" else []
+            steps += _experiment_steps(suite, bb, exp, values, work_dir, gpus, needs + converted)
     if not any(s.kind == "experiment" for s in steps):
         raise SuiteError(f"{suite.path}: no experiment applies to any backbone (check 'archs')")
     return Plan(suite, work_dir, data_root, steps)
@@ -343,10 +439,13 @@ def make_plan(suite: Suite, work_dir: str | Path, data_root: str | Path,
 
 def select(plan: Plan, patterns: list[str]) -> list[Step]:
     """Steps whose id matches one of the glob ``patterns`` (all when none), plus what they
-    need (pretraining and conversion of their backbone)."""
+    need (pretraining and conversion of their backbone). A row id (``backbone/experiment``)
+    selects all the seeds of a seeded row."""
     if not patterns:
         return list(plan.steps)
-    chosen = {s.id for s in plan.steps if any(fnmatch.fnmatchcase(s.id, p) for p in patterns)}
+    chosen = {s.id for s in plan.steps
+              if any(fnmatch.fnmatchcase(s.id, p) or (s.row and fnmatch.fnmatchcase(s.row, p))
+                     for p in patterns)}
     if not chosen:
         known = ", ".join(s.id for s in plan.steps)
         raise SuiteError(f"--only {' '.join(patterns)} matches no step; steps: {known}")

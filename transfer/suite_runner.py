@@ -13,10 +13,15 @@ State lives on disk, in each step's folder, so an interrupted suite resumes wher
 
 The output of every step goes to ``suite.log`` in its folder; the console gets one status
 line per step and a heartbeat (elapsed time and the log's last line) while it runs.
-After every step ``WORK_DIR/results.json`` is rewritten: the rows with their metrics and cost,
-what tools/make_table.py reads.
+After every step ``WORK_DIR/results.json`` is rewritten (atomically): one row per backbone x
+experiment with its metrics, cost and protocol fingerprint (a seeded row: the mean and std
+over its seeds, each seed's record kept), what tools/make_table.py reads.
+
+A step that cannot start is ``blocked`` (a step it needs did not finish, its backbone file or
+a required framework is missing) or ``missing_extra`` (only an optional extra is missing,
+transfer/extras.py): the run's exit status is 1 for failed, interrupted and blocked steps,
+0 when the only ones left are ``missing_extra``.
 """
-import importlib.util
 import json
 import os
 import re
@@ -26,12 +31,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from transfer import extras
+from transfer.seeds import aggregate_metrics, row_state
 from transfer.suite import ROOT, Plan, Step
 
 STATUS_FILE = "suite_status.json"
@@ -42,9 +50,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON atomically (temp file + os.replace): a reader never sees half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
 
@@ -59,7 +68,7 @@ def read_status(step: Step) -> dict:
 
 def write_status(step: Step, **fields) -> dict:
     status = dict(read_status(step), step=step.id, updated_at=_now(), **fields)
-    _write_json(step.folder / STATUS_FILE, status)
+    write_json(step.folder / STATUS_FILE, status)
     return status
 
 
@@ -154,19 +163,25 @@ def _alive(pid: int) -> bool:
         return True
 
 
-FRAMEWORKS = {"segmentation": ("mmseg", "MMSegmentation is not installed (tools/setup_env.sh "
-                                         "installs it; docs/segmentation.md)"),
-              "detection": ("detectron2", "detectron2 is not installed (optional extra: "
-                                          "tools/install_detectron2.sh; docs/detection.md)")}
+# The framework each task's tool imports. detectron2 is an optional extra (its rows are
+# ``missing_extra`` without it, not a failure); MMSegmentation is part of the environment.
+FRAMEWORKS = {"segmentation": "mmseg", "dense_retrieval": "mmseg", "detection": "detectron2"}
+REQUIRED_HINTS = {"mmseg": "MMSegmentation is not installed (tools/setup_env.sh installs it; "
+                           "docs/segmentation.md)"}
 
 
-def framework_missing(step: Step) -> str:
-    """Why the step's framework cannot run here ('' when it can). The runner uses its own
-    interpreter for the tools, so looking here is looking there."""
-    task = step.experiment.task if step.experiment else ""
-    if task in FRAMEWORKS and importlib.util.find_spec(FRAMEWORKS[task][0]) is None:
-        return FRAMEWORKS[task][1]
-    return ""
+def framework_missing(step: Step) -> tuple[str, str]:
+    """('', '') when the step's framework can run here, else (state, why): ``missing_extra``
+    for an optional extra (transfer/extras.py; hidden ones too), ``blocked`` for a required
+    framework. The runner uses its own interpreter for the tools, so looking here is looking
+    there (VICREGL_HIDE_EXTRAS is inherited by them)."""
+    name = FRAMEWORKS.get(step.experiment.task if step.experiment else "")
+    if name is None or extras.available(name):
+        return "", ""
+    if name in extras.INSTALL_HINTS:
+        return "missing_extra", extras.missing_reason(name)
+    hidden = name in extras.hidden()
+    return "blocked", extras.missing_reason(name) if hidden else REQUIRED_HINTS[name]
 
 
 def launch_argv(step: Step) -> list[str]:
@@ -278,6 +293,7 @@ class SuiteRunner:
     def __init__(self, plan: Plan, steps: list[Step], options: RunOptions):
         self.plan, self.steps, self.opt = plan, steps, options
         self.blocked: dict[str, str] = {}
+        self.missing_extra: dict[str, str] = {}  # rows whose optional extra is not installed
         self.submitted: dict[str, object] = {}  # submitit jobs submitted by this process
         self.procs: set = set()  # processes running now (stopped on Ctrl-C / SIGTERM)
         self.stopping = False
@@ -287,11 +303,13 @@ class SuiteRunner:
     def state(self, step: Step) -> tuple[str, str]:
         if step.id in self.blocked:
             return "blocked", self.blocked[step.id]
+        if step.id in self.missing_extra:
+            return "missing_extra", self.missing_extra[step.id]
         return step_state(step)
 
     def write_results(self) -> Path:
         path = self.plan.work_dir / RESULTS_FILE
-        _write_json(path, collect(self.plan, self.blocked))
+        write_json(path, collect(self.plan, self.blocked, self.missing_extra))
         return path
 
     def _move_aside(self, step: Step, why: str) -> None:
@@ -375,34 +393,34 @@ class SuiteRunner:
         busy = {s.id for s in running}
         if any(need in busy for need in step.needs):
             return "wait"
-        why = self._blocker(step)
+        state, why = self._blocker(step)
         if step.kind == "pretrain" and not self.opt.pretrain:
-            why = (f"pretraining was not asked for (pass --pretrain to run it, or put "
-                   f"its backbone.pth at {step.output})")
-        if why:
-            self.blocked[step.id] = why
-            print(f"  blocked  {step.id}: {why}", flush=True)
-            return "skip"
-        return "start"
+            state, why = "blocked", (f"pretraining was not asked for (pass --pretrain to run "
+                                     f"it, or put its backbone.pth at {step.output})")
+        if not why:
+            return "start"
+        (self.missing_extra if state == "missing_extra" else self.blocked)[step.id] = why
+        print(f"  {state:8s} {step.id}: {why}", flush=True)
+        return "skip"
 
     def _where(self, step: Step) -> str:
         if step.kind == "convert":
             return "cpu"
         return f"{step.gpus} GPU" + ("s" if step.gpus != 1 else "") if step.gpus else "cpu"
 
-    def _blocker(self, step: Step) -> str:
+    def _blocker(self, step: Step) -> tuple[str, str]:
+        """('', '') when the step can start, else (blocked | missing_extra, why). The other
+        blockers come first: a row is ``missing_extra`` only when the extra is all it lacks."""
         for need in step.needs:
             state, reason = self.state(self.plan.get(need))
             if state != "finished":
-                return f"needs {need}, which is {state}" + (f" ({reason})" if reason else "")
-        missing = framework_missing(step)
-        if missing:
-            return missing
+                return "blocked", (f"needs {need}, which is {state}"
+                                   + (f" ({reason})" if reason else ""))
         source = step.source
         if source and not source.startswith("random") and not os.path.exists(source):
-            return (f"backbone file {source} does not exist (download it, or point the suite "
-                    "at it with --set)")
-        return ""
+            return "blocked", (f"backbone file {source} does not exist (download it, or point "
+                               "the suite at it with --set)")
+        return framework_missing(step)
 
     # ---- running on this machine -------------------------------------------------------
     def _run_here(self, step: Step) -> None:
@@ -516,20 +534,27 @@ class SuiteRunner:
 
     # ---- the end -------------------------------------------------------------------------
     def _summary(self, path: Path, wall: float) -> int:
+        """Print the counts and every step that did not finish; 0 when nothing failed, was
+        interrupted or blocked (``missing_extra`` rows are listed but are not failures)."""
         counts: dict[str, int] = {}
-        failed = []
+        failed, missing = [], []
         for step in self.steps:
             state, reason = self.state(step)
             counts[state] = counts.get(state, 0) + 1
             if state in ("failed", "interrupted", "blocked"):
                 failed.append((step, state, reason))
+            elif state == "missing_extra":
+                missing.append((step, state, reason))
         print(f"suite {self.plan.suite.name}: " + ", ".join(f"{n} {s}" for s, n in
                                                           sorted(counts.items()))
               + f" ({_duration(wall)}); results in {path}", flush=True)
-        for step, state, reason in failed:
+        for step, state, reason in failed + missing:
             print(f"  {state}: {step.id}: {reason}", flush=True)
-            if state != "blocked" and self.opt.retry_hint:
+            if state in ("failed", "interrupted") and self.opt.retry_hint:
                 print(f"    retry alone: {self.opt.retry_hint} --only '{step.id}'", flush=True)
+        if missing and not failed:
+            print(f"  {len(missing)} row(s) need an optional extra that is not installed here: "
+                  "not a failure (exit status 0)", flush=True)
         return 1 if failed else 0
 
 
@@ -545,35 +570,100 @@ def _numbers(metrics: dict) -> dict:
             if k != "per_class"}
 
 
-def collect(plan: Plan, blocked: dict[str, str] | None = None) -> dict:
-    """Everything the tables need, from the files on disk (not from memory)."""
+def _row_state(step: Step, blocked: dict[str, str], missing: dict[str, str]) -> tuple[str, str]:
+    """The step's state for the tables: the runner's verdict (blocked, missing_extra) when it
+    did not finish, a missing framework for a pending step (``--collect-only``)."""
+    state, reason = step_state(step)
+    if state == "finished":
+        return state, reason
+    if step.id in missing:
+        return "missing_extra", missing[step.id]
+    if step.id in blocked:
+        return "blocked", blocked[step.id]
+    if state == "pending":
+        kind, why = framework_missing(step)
+        if kind:
+            return kind, why
+    return state, reason
+
+
+def _step_record(step: Step, blocked: dict[str, str], missing: dict[str, str]) -> dict:
+    """One step's state, metrics, cost and protocol fingerprint, from the files on disk."""
     from transfer.metrics import read_metrics
+
+    state, reason = _row_state(step, blocked, missing)
+    record = {"id": step.id, "seed": step.seed, "status": state, "reason": reason,
+              "log": str(step.log), "metrics_path": str(step.output),
+              "runner_wall_s": read_status(step).get("wall_s"), "metrics": None, "cost": None,
+              "settings": None, "reference_settings": None}
+    if state == "finished":
+        found = read_metrics(step.output)
+        record.update(metrics=_numbers(found["metrics"]), cost=found.get("cost"),
+                      protocol=found.get("protocol"), dataset=found.get("dataset"),
+                      backbone_record=found.get("backbone"), finished_at=found.get("finished_at"),
+                      git_sha=found.get("git_sha"), settings=found.get("settings"),
+                      reference_settings=found.get("reference_settings"))
+    return record
+
+
+def _summed_cost(costs: list[dict]) -> dict | None:
+    """The cost of a seeded row: its seeds' wall time and GPU-hours added up."""
+    if not costs:
+        return None
+    return {"wall_s": round(sum(c.get("wall_s") or 0.0 for c in costs), 1),
+            "gpus": costs[0].get("gpus"), "gpu_type": costs[0].get("gpu_type"),
+            "gpu_hours": round(sum(c.get("gpu_hours") or 0.0 for c in costs), 3)}
+
+
+def _seeded_row(records: list[dict]) -> dict:
+    """A row of several seeds: its state, the mean and std of every metric over the finished
+    seeds, their number, the summed cost; each seed's own record kept under ``seeds``."""
+    done = [r for r in records if r["status"] == "finished"]
+    state, reason = row_state([(r["status"], r["reason"]) for r in records])
+    means, stds = aggregate_metrics([r["metrics"] for r in done])
+    first = done[0] if done else {}
+    failing = next((r for r in records if r["status"] != "finished"), records[0])
+    return {"status": state, "reason": reason, "log": failing["log"],
+            "metrics_path": failing["metrics_path"],
+            "runner_wall_s": sum(r["runner_wall_s"] or 0.0 for r in records) or None,
+            "metrics": means if done else None, "metrics_std": stds if done else None,
+            "n_seeds": len(done), "seeds_planned": len(records),
+            "cost": _summed_cost([r["cost"] for r in done if r["cost"]]),
+            "protocol": first.get("protocol"), "dataset": first.get("dataset"),
+            "settings": first.get("settings"),
+            "reference_settings": first.get("reference_settings"), "seeds": records}
+
+
+def _row(steps: list[Step], blocked: dict[str, str], missing: dict[str, str]) -> dict:
+    step = steps[0]
+    exp, bb = step.experiment, step.backbone
+    row = {"id": step.row, "backbone": bb.name, "backbone_label": bb.label, "arch": bb.arch,
+           "source": step.source, "paper_models": bb.paper, "experiment": exp.name,
+           "experiment_label": exp.label, "paper_experiment": exp.paper, "task": exp.task,
+           "task_protocol": exp.protocol or None, "metric": exp.metric,
+           "metrics_shown": [exp.metric] + exp.metrics}
+    records = [_step_record(s, blocked, missing) for s in steps]
+    if step.seed is None:
+        record = records[0]
+        del record["id"], record["seed"]
+        finished = record["status"] == "finished"
+        row.update(record, metrics_std=None, n_seeds=int(finished), seeds_planned=1, seeds=None)
+    else:
+        row.update(_seeded_row(records))
+    return row
+
+
+def collect(plan: Plan, blocked: dict[str, str] | None = None,
+            missing: dict[str, str] | None = None) -> dict:
+    """Everything the tables need, from the files on disk (not from memory): one row per
+    backbone x experiment (a seeded row holds its seeds), the pretraining steps."""
     from pretrain.checkpoint import git_sha
 
-    blocked = blocked or {}
-    rows = []
+    blocked, missing = blocked or {}, missing or {}
+    grouped: dict[str, list[Step]] = {}
     for step in plan.rows:
-        exp, bb = step.experiment, step.backbone
-        state, reason = step_state(step)
-        if step.id in blocked and state != "finished":
-            state, reason = "blocked", blocked[step.id]
-        elif state == "pending" and framework_missing(step):
-            state, reason = "blocked", framework_missing(step)
-        status = read_status(step)
-        row = {"id": step.id, "backbone": bb.name, "backbone_label": bb.label, "arch": bb.arch,
-               "source": step.source, "paper_models": bb.paper, "experiment": exp.name,
-               "experiment_label": exp.label, "paper_experiment": exp.paper, "task": exp.task,
-               "metric": exp.metric, "metrics_shown": [exp.metric] + exp.metrics,
-               "status": state, "reason": reason, "log": str(step.log),
-               "metrics_path": str(step.output), "runner_wall_s": status.get("wall_s"),
-               "metrics": None, "cost": None}
-        if state == "finished":
-            record = read_metrics(step.output)
-            row.update(metrics=_numbers(record["metrics"]), cost=record.get("cost"),
-                       protocol=record.get("protocol"), dataset=record.get("dataset"),
-                       backbone_record=record.get("backbone"),
-                       finished_at=record.get("finished_at"), git_sha=record.get("git_sha"))
-        rows.append(row)
+        grouped.setdefault(step.row, []).append(step)
+    rows = [_row(steps, blocked, missing) for steps in grouped.values()]
     pretraining = []
     for step in plan.steps:
         if step.kind != "pretrain":

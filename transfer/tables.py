@@ -1,21 +1,25 @@
 """Results tables: a suite's ``results.json`` + the paper's numbers -> Markdown, CSV, LaTeX, PNG.
 
-One table row per (backbone, experiment, metric): our number, the paper's number for the
-model the backbone is compared with (``paper:`` in the suite, entries of
-``configs/suites/paper_results.yaml``), their difference, and the row's cost. The columns are
+One table row per (backbone, experiment, metric): our number (the mean, std and count of a
+seeded row), the paper's number for the model the backbone is compared with (``paper:`` in the
+suite, entries of ``configs/suites/paper_results.yaml``), their difference, the row's cost, and
+how its settings deviate from the protocol's (transfer/fingerprint.py). The columns are
 explained in docs/suites.md ("Reading the results"). Rows that did not finish stay in the
-table with their status, so a missing number is never silent. Needs matplotlib for the plot.
+table with their status, so a missing number is never silent. The pictures (table.png,
+plot.png, tradeoff.png) are drawn by transfer/plots.py, with matplotlib.
 """
 import csv
 import io
 import json
 import math
-import textwrap
+import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+
+from transfer.fingerprint import deviations
 
 PAPER_KEYS = {"model", "experiment", "metric", "value", "source"}
 
@@ -50,6 +54,11 @@ class TableRow:
     gpu_hours: float | None
     gpu_type: str
     log: str
+    task: str = ""
+    std: float | None = None  # sample standard deviation over the seeds (None: one run)
+    n: int = 0  # runs behind ``ours`` (finished seeds)
+    seeds_planned: int = 1
+    deviates: tuple[str, ...] = ()  # how the settings differ from the protocol's
 
     @property
     def delta(self) -> float | None:
@@ -96,11 +105,21 @@ def metric_value(metrics: dict | None, name: str) -> float | None:
     return None if math.isnan(node) else float(node)
 
 
+def row_deviations(row: dict) -> list[str]:
+    """How a results.json row's settings differ from its protocol's reference, over all its
+    seeds (each difference once)."""
+    runs = row.get("seeds") or [row]
+    found = [d for run in runs
+             for d in deviations(run.get("settings"), run.get("reference_settings"))]
+    return list(dict.fromkeys(found))
+
+
 def build_rows(results: list[dict], paper: dict) -> list[TableRow]:
     rows = []
     for result in results:
         for r in result["rows"]:
             cost = r.get("cost") or {}
+            deviates = tuple(row_deviations(r))
             for metric in r["metrics_shown"]:
                 entry = next((paper[(m, r["paper_experiment"], metric)] for m in r["paper_models"]
                               if (m, r["paper_experiment"], metric) in paper), None)
@@ -118,7 +137,10 @@ def build_rows(results: list[dict], paper: dict) -> list[TableRow]:
                     paper_source=entry.source if entry else "", status=status, reason=reason,
                     wall_s=cost.get("wall_s", r.get("runner_wall_s")), gpus=cost.get("gpus"),
                     gpu_hours=cost.get("gpu_hours"), gpu_type=str(cost.get("gpu_type") or ""),
-                    log=r["log"]))
+                    log=r["log"], task=r.get("task", ""),
+                    std=metric_value(r.get("metrics_std"), metric),
+                    n=r.get("n_seeds", int(ours is not None)) if ours is not None else 0,
+                    seeds_planned=r.get("seeds_planned", 1), deviates=deviates))
     return rows
 
 
@@ -162,6 +184,18 @@ def _wall(seconds: float | None) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
+def _ours(row: TableRow, pm: str = "±") -> str:
+    """Our number; for a seeded row ``mean ± std (n=N)``, ``n=k/N`` while seeds are missing."""
+    if row.ours is None or row.seeds_planned <= 1:
+        return _num(row.ours)
+    n = f"{row.n}" if row.n == row.seeds_planned else f"{row.n}/{row.seeds_planned}"
+    return f"{_num(row.ours)} {pm} {_num(row.std)} (n={n})"
+
+
+def _deviates(row: TableRow) -> str:
+    return "; ".join(row.deviates) if row.deviates else "-"
+
+
 def _gpu_hours(row: TableRow) -> str:
     return "-" if row.gpu_hours is None else f"{row.gpu_hours:.2f}"
 
@@ -173,13 +207,14 @@ def _status(row: TableRow) -> str:
 
 
 LONG_COLUMNS = ("backbone", "experiment", "metric", "ours", "paper", "delta", "paper model",
-                "status", "wall time", "GPUs", "GPU-hours", "GPU type")
+                "status", "wall time", "GPUs", "GPU-hours", "GPU type", "deviates")
 
 
 def _long_cells(row: TableRow) -> list[str]:
-    return [row.label, row.experiment_label, row.metric, _num(row.ours), _num(row.paper),
+    return [row.label, row.experiment_label, row.metric, _ours(row), _num(row.paper),
             _num(row.delta, signed=True), row.paper_model or "-", _status(row), _wall(row.wall_s),
-            "-" if row.gpus is None else str(row.gpus), _gpu_hours(row), row.gpu_type or "-"]
+            "-" if row.gpus is None else str(row.gpus), _gpu_hours(row), row.gpu_type or "-",
+            _deviates(row)]
 
 
 def _md_table(header: list[str], body: list[list[str]]) -> str:
@@ -188,8 +223,27 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
     return "\n".join([line(header), line(["---"] * len(header))] + [line(b) for b in body])
 
 
+DEVIATES_MARK = "†"
+
+
+def _summary_cell(row: TableRow | None) -> str:
+    if row is None:
+        return ""
+    mark = DEVIATES_MARK if row.deviates else ""
+    if row.ours is None and row.paper is not None:
+        return (f"{row.status} (paper {_num(row.paper)})" if row.status != "reference"
+                else f"(paper {_num(row.paper)})")
+    if row.ours is None:
+        return row.status
+    if row.paper is not None:
+        return f"{_ours(row)}{mark} (paper {_num(row.paper)}, {_num(row.delta, True)})"
+    return f"{_ours(row)}{mark}"
+
+
 def summary_table(rows: list[TableRow]) -> tuple[list[str], list[list[str]]]:
-    """Backbones down, experiments across, main metric: ``ours (paper, delta)``."""
+    """Backbones down, experiments across, main metric: ``ours (paper, delta)``; a seeded
+    row's ours is ``mean ± std (n=N)``; ``†`` marks a row whose settings deviate from the
+    protocol's (``deviation_notes`` says how)."""
     experiments = []
     for row in rows:
         if row.main and (row.experiment, row.metric) not in [(e, m) for e, m, _ in experiments]:
@@ -200,26 +254,28 @@ def summary_table(rows: list[TableRow]) -> tuple[list[str], list[list[str]]]:
     for label in backbones:
         cells = [label]
         for exp, metric, _ in experiments:
-            row = next((r for r in rows if r.label == label and r.experiment == exp
-                        and r.metric == metric), None)
-            if row is None:
-                cells.append("")
-            elif row.ours is None and row.paper is not None:
-                cells.append(f"{row.status} (paper {_num(row.paper)})" if row.status != "reference"
-                             else f"(paper {_num(row.paper)})")
-            elif row.ours is None:
-                cells.append(row.status)
-            elif row.paper is not None:
-                cells.append(f"{_num(row.ours)} (paper {_num(row.paper)}, "
-                             f"{_num(row.delta, True)})")
-            else:
-                cells.append(_num(row.ours))
+            cells.append(_summary_cell(next((r for r in rows if r.label == label and
+                                             r.experiment == exp and r.metric == metric), None)))
         body.append(cells)
     return header, body
 
 
+def deviation_notes(rows: list[TableRow]) -> list[str]:
+    """One line per (backbone, experiment) whose settings deviate from the protocol's."""
+    notes = {}
+    for row in rows:
+        if row.deviates:
+            notes.setdefault((row.label, row.experiment_label),
+                             f"{DEVIATES_MARK} {row.label} / {row.experiment_label}: deviates: "
+                             f"{_deviates(row)}")
+    return list(notes.values())
+
+
 def summary_markdown(rows: list[TableRow]) -> str:
-    return _md_table(*summary_table(rows))
+    """The main comparison, with the deviation notes under it."""
+    notes = deviation_notes(rows)
+    return _md_table(*summary_table(rows)) + ("\n\n" + "\n".join(f"- {n}" for n in notes)
+                                              if notes else "")
 
 
 def to_markdown(rows: list[TableRow], results: list[dict], sources: list[str],
@@ -246,18 +302,21 @@ def to_markdown(rows: list[TableRow], results: list[dict], sources: list[str],
     return "\n".join(out) + "\n"
 
 
-CSV_COLUMNS = ("suite", "backbone", "label", "arch", "experiment", "metric", "main", "ours",
-               "paper", "delta", "paper_model", "paper_source", "status", "reason", "wall_s",
-               "gpus", "gpu_hours", "gpu_type", "log")
+CSV_COLUMNS = ("suite", "backbone", "label", "arch", "task", "experiment", "metric", "main",
+               "ours", "std", "n", "seeds_planned", "paper", "delta", "paper_model",
+               "paper_source", "status", "reason", "deviates", "wall_s", "gpus", "gpu_hours",
+               "gpu_type", "log")
 
 
 def to_csv(rows: list[TableRow]) -> str:
+    """Every row with raw values; ``deviates`` joins the deviations with '; '."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         record = asdict(row)
         record["delta"] = None if row.delta is None else round(row.delta, 4)
+        record["deviates"] = "; ".join(row.deviates)
         writer.writerow({k: "" if record.get(k) is None else record[k] for k in CSV_COLUMNS})
     return buffer.getvalue()
 
@@ -272,65 +331,20 @@ def _tex(text: str) -> str:
 
 
 def to_latex(rows: list[TableRow]) -> str:
-    """A booktabs table (``\\usepackage{booktabs}``) of the rows, without log paths."""
+    """A booktabs table (``\\usepackage{booktabs}``) of the rows, without log paths; a seeded
+    row's ours is ``mean $\\pm$ std (n=N)``; the last column says how a row deviates."""
     columns = ["backbone", "experiment", "metric", "ours", "paper", r"$\Delta$", "status",
-               "wall time", "GPU-h", "GPU type"]
-    lines = [r"\begin{tabular}{lllrrrllrl}", r"\toprule",
+               "wall time", "GPU-h", "GPU type", "deviates"]
+    lines = [r"\begin{tabular}{lllrrrllrll}", r"\toprule",
              " & ".join(columns) + r" \\", r"\midrule"]
     for r in rows:
-        cells = [_tex(r.label), _tex(r.experiment_label), _tex(r.metric), _num(r.ours),
+        ours = _tex(_ours(r, "PLUSMINUS")).replace("PLUSMINUS", r"$\pm$")
+        cells = [_tex(r.label), _tex(r.experiment_label), _tex(r.metric), ours,
                  _num(r.paper), _num(r.delta, True), _tex(r.status), _tex(_wall(r.wall_s)),
-                 _gpu_hours(r), _tex(r.gpu_type or "-")]
+                 _gpu_hours(r), _tex(r.gpu_type or "-"), _tex(_deviates(r))]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
-
-
-def plot(rows: list[TableRow], path: Path, title: str) -> Path:
-    """Grouped bars: one group per experiment (main metric), one bar per backbone; the
-    paper's number for a backbone is a black diamond over its bar."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    main = [r for r in rows if r.main and r.status != "reference"]
-    groups = list(dict.fromkeys((r.experiment, r.metric, r.experiment_label) for r in main))
-    backbones = list(dict.fromkeys(r.label for r in main))
-    width = 0.8 / max(len(backbones), 1)
-    paper_labelled = False
-    fig, ax = plt.subplots(figsize=(3.0 + max(4.0, 2.0 * len(groups) * max(1, len(backbones) / 3)),
-                                    4.8))
-    for i, label in enumerate(backbones):
-        xs, ys, px, py = [], [], [], []
-        for g, (exp, metric, _) in enumerate(groups):
-            row = next((r for r in main if r.label == label and r.experiment == exp
-                        and r.metric == metric), None)
-            x = g - 0.4 + width * (i + 0.5)
-            if row is not None and row.ours is not None:
-                xs.append(x)
-                ys.append(row.ours)
-            if row is not None and row.paper is not None:
-                px.append(x)
-                py.append(row.paper)
-        bars = ax.bar(xs, ys, width * 0.9, label=label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
-        if px:
-            ax.scatter(px, py, marker="D", color="black", s=18, zorder=3,
-                       label=None if paper_labelled else "paper")
-            paper_labelled = True
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([f"{textwrap.fill(label, 18)}\n{metric}" for _, metric, label in groups],
-                       fontsize=8)
-    ax.set_ylabel("score (%)")
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
 
 
 def read_results(path: str | Path) -> dict:
@@ -347,10 +361,22 @@ def read_results(path: str | Path) -> dict:
     return data
 
 
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` atomically (temp file + os.replace)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
 def make_tables(result_paths: list[str | Path], out_dir: str | Path,
                 paper_path: str | Path | None = None, references: bool = False,
-                png: bool = True) -> dict[str, Path]:
-    """Write table.md, table.csv, table.tex and table.png into ``out_dir``; returns the paths."""
+                png: bool = True, log=print) -> dict[str, Path]:
+    """Write table.md, table.csv, table.tex and, with ``png``, table.png (the main comparison
+    as a picture), plot.png (bars per experiment) and tradeoff.png (dense vs global score per
+    backbone; skipped when the suites have no classification or no dense rows) into
+    ``out_dir``; returns the paths by kind. ``log`` gets what the reader should know (why the
+    trade-off plot was not drawn, or which backbones it leaves out)."""
     results = [read_results(p) for p in result_paths]
     paper_path = Path(paper_path or results[0].get("paper_results")
                       or Path(__file__).resolve().parent.parent / "configs/suites/paper_results.yaml")
@@ -360,13 +386,21 @@ def make_tables(result_paths: list[str | Path], out_dir: str | Path,
         rows += reference_rows(results, paper, rows)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {
-        "md": out_dir / "table.md", "csv": out_dir / "table.csv", "tex": out_dir / "table.tex"}
-    written["md"].write_text(to_markdown(rows, results, [str(p) for p in result_paths],
-                                         str(paper_path)))
-    written["csv"].write_text(to_csv(rows))
-    written["tex"].write_text(to_latex(rows))
+    written = {"md": write_text(out_dir / "table.md", to_markdown(
+                   rows, results, [str(p) for p in result_paths], str(paper_path))),
+               "csv": write_text(out_dir / "table.csv", to_csv(rows)),
+               "tex": write_text(out_dir / "table.tex", to_latex(rows))}
     if png:
+        from transfer import plots
+
         title = ", ".join(dict.fromkeys(r["suite"] for r in results))
-        written["png"] = plot(rows, out_dir / "table.png", title)
+        written["png"] = plots.table_picture(rows, out_dir / "table.png", title)
+        written["plot"] = plots.bars(rows, out_dir / "plot.png", title)
+        tradeoff, why = plots.tradeoff(rows, out_dir / "tradeoff.png", title)
+        if tradeoff is None:
+            log(f"tradeoff.png not drawn: {why}")
+        else:
+            written["tradeoff"] = tradeoff
+            if why:
+                log(f"tradeoff.png: {why}")
     return written

@@ -12,3 +12,7 @@ model = dict(
     decode_head=dict(num_classes=19, align_corners=True),
     auxiliary_head=dict(num_classes=19, align_corners=True),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(513, 513)))
+# The protocol's settings as published; tools/seg_train.py records the run's own beside them
+# in metrics.json and the tables mark every difference (transfer/fingerprint.py).
+reference_settings = dict(total_batch=8, norm='SyncBN', crop=(769, 769), test_mode='slide',
+                          iterations=40000, precision='fp32', lr=0.01)

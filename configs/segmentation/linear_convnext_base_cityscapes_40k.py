@@ -13,3 +13,7 @@ model = dict(
     backbone=dict(arch='convnext_base'),
     decode_head=dict(in_channels=[128, 256, 512, 1024], num_classes=19),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 683)))
+# The protocol's settings as published; tools/seg_train.py records the run's own beside them
+# in metrics.json and the tables mark every difference (transfer/fingerprint.py).
+reference_settings = dict(total_batch=16, norm='SyncBN', crop=(512, 1024), test_mode='slide',
+                          iterations=40000, precision='fp32', lr=0.0001)

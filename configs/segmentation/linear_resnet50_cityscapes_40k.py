@@ -7,3 +7,7 @@ _base_ = [
 ]
 crop_size = (512, 1024)
 model = dict(data_preprocessor=dict(size=crop_size), decode_head=dict(num_classes=19))
+# The protocol's settings as published; tools/seg_train.py records the run's own beside them
+# in metrics.json and the tables mark every difference (transfer/fingerprint.py).
+reference_settings = dict(total_batch=16, norm='SyncBN', crop=(512, 1024), test_mode='whole',
+                          iterations=40000, precision='fp32', lr=0.01)

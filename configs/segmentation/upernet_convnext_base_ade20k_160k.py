@@ -13,3 +13,7 @@ model = dict(
     decode_head=dict(in_channels=[128, 256, 512, 1024], num_classes=150),
     auxiliary_head=dict(in_channels=512, num_classes=150),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
+# The protocol's settings as published; tools/seg_train.py records the run's own beside them
+# in metrics.json and the tables mark every difference (transfer/fingerprint.py).
+reference_settings = dict(total_batch=16, norm='SyncBN', crop=(512, 512), test_mode='slide',
+                          iterations=160000, precision='fp16', lr=0.0001)

@@ -141,12 +141,61 @@ def find_metric(evaluator):
                        "test_evaluator type='PerClassIoUMetric' (configs/segmentation/_base_)")
 
 
+def _norm_type(cfg) -> str:
+    """The trainable norm layers' type (the head's ``norm_cfg``). mmengine turns SyncBN into BN
+    without a distributed launcher, i.e. with one process, whose BN then normalises over the
+    whole batch: what SyncBN computes. So SyncBN stays SyncBN in the fingerprint; a config
+    edited to BN with several processes normalises per process and reads BN."""
+    node = cfg.model.decode_head.get("norm_cfg") or cfg.get("norm_cfg") or {}
+    return node.get("type", "none")
+
+
+def _precision(cfg) -> str:
+    wrapper = cfg.optim_wrapper
+    if wrapper.get("type") == "AmpOptimWrapper":
+        return str(wrapper.get("dtype") or "fp16").replace("float16", "fp16")
+    return "fp32"
+
+
+def seg_settings(cfg, config_path: str | Path, world: int) -> dict:
+    """The run's protocol fingerprint (transfer/fingerprint.py): what moves a segmentation
+    number, as this run had it after every command-line override."""
+    from transfer.fingerprint import config_sha256, framework_versions
+
+    randomness = cfg.get("randomness") or {}
+    return {
+        "total_batch": cfg.train_dataloader.batch_size * world, "processes": world,
+        "gpus": world if torch.cuda.is_available() else 0,
+        "norm": _norm_type(cfg), "crop": list(cfg.crop_size),
+        "test_mode": cfg.model.test_cfg.get("mode", "whole"),
+        "iterations": cfg.train_cfg.max_iters, "precision": _precision(cfg),
+        "lr": cfg.optim_wrapper.optimizer.lr, "seed": randomness.get("seed"),
+        "deterministic": bool(randomness.get("deterministic", False)),
+        "config_sha256": config_sha256(config_path),
+        "frameworks": framework_versions(("torch", "torchvision", "mmcv", "mmengine", "mmseg")),
+    }
+
+
+def seg_reference(cfg, config_path: str | Path) -> dict:
+    """The protocol's declared settings: the config's ``reference_settings`` (crop as a list,
+    as the settings have it)."""
+    declared = cfg.get("reference_settings")
+    if not declared:
+        raise ValueError(f"{config_path} declares no reference_settings = dict(...): every "
+                         "protocol config names the settings its numbers were made with "
+                         "(docs/suites.md, 'Protocol fingerprints')")
+    reference = dict(declared)
+    if "crop" in reference:
+        reference["crop"] = list(reference["crop"])
+    return reference
+
+
 def write_seg_metrics(work_dir: str | Path, cfg, config_path: str, backbone: dict,
                       metrics: dict, wall_s: float, world: int, extra: dict | None = None) -> Path:
-    import torch.cuda
-
+    """metrics.json of a segmentation run, with its settings and the protocol's reference."""
     gpus = world if torch.cuda.is_available() else 0
     return write_metrics(Path(work_dir) / "metrics.json", task="semantic_segmentation",
                          dataset=cfg.dataset_name, protocol=cfg.protocol, config=config_path,
                          backbone=backbone, metrics=metrics, wall_s=wall_s, gpus=gpus,
-                         extra=extra)
+                         extra=extra, settings=seg_settings(cfg, config_path, world),
+                         reference=seg_reference(cfg, config_path))
