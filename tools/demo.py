@@ -57,11 +57,11 @@ QUICK_ONLY = ["*/voc_linear/seed[01]", "*/voc_nn/seed0", "*/imagenet_knn/seed0",
               "random/coco_mask_rcnn*"]
 # Expected wall time per step kind (seconds, 2 shared cores) until steps of that kind have
 # finished and their measured times replace these (transfer/demo_progress.py).
-PRIORS = {
-    "full": {"pretrain": 330, "convert": 8, "segmentation": 25, "dense_retrieval": 15,
-             "classification": 12, "detection": 60},
-    "quick": {"pretrain": 25, "convert": 8, "segmentation": 12, "dense_retrieval": 10,
-              "classification": 8, "detection": 30},
+PRIORS = {  # measured on the shared 2-core machine (quick); full: rough until measured
+    "full": {"pretrain": 300, "convert": 16, "segmentation": 45, "dense_retrieval": 25,
+             "classification": 15, "detection": 60},
+    "quick": {"pretrain": 17, "convert": 16, "segmentation": 33, "dense_retrieval": 22,
+              "classification": 13, "detection": 30},
 }
 ROLES = {"local": "vicregl", "global_": "vicreg", "floor": "random"}  # demo_cpu.yaml names
 PCA_IMAGES = 2
