@@ -57,9 +57,9 @@ QUICK_ONLY = ["*/voc_linear/seed[01]", "*/voc_nn/seed0", "*/imagenet_knn/seed0",
               "random/coco_mask_rcnn*"]
 # Expected wall time per step kind (seconds, 2 shared cores) until steps of that kind have
 # finished and their measured times replace these (transfer/demo_progress.py).
-PRIORS = {  # measured on the shared 2-core machine (quick); full: rough until measured
-    "full": {"pretrain": 300, "convert": 16, "segmentation": 45, "dense_retrieval": 25,
-             "classification": 15, "detection": 60},
+PRIORS = {  # measured on the shared 2-core machine, 2 jobs (full: pretrain and detection guessed)
+    "full": {"pretrain": 300, "convert": 14, "segmentation": 56, "dense_retrieval": 23,
+             "classification": 17, "detection": 60},
     "quick": {"pretrain": 17, "convert": 16, "segmentation": 33, "dense_retrieval": 22,
               "classification": 13, "detection": 30},
 }
