@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from .synthetic import render_scene
+from .synthetic import NUM_CLASSES, image_class, render_scene
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,8 @@ class SyntheticDataset(Dataset):
     rendered on demand: image ``i`` depends only on (seed, i). Label = class of the largest
     visible object (-1 if none survived occlusion, which needs very small images)."""
 
-    def __init__(self, num_images: int, size: int = 96, seed: int = 0, num_classes: int = 8):
+    def __init__(self, num_images: int, size: int = 96, seed: int = 0,
+                 num_classes: int = NUM_CLASSES):
         if num_images < 1 or size < 8:
             raise ValueError(f"synthetic dataset needs num_images >= 1 and size >= 8, got "
                              f"{num_images} and {size}")
@@ -168,8 +169,9 @@ class SyntheticDataset(Dataset):
             raise IndexError(f"synthetic image {index} out of range [0, {self.num_images})")
         rng = np.random.default_rng([self.seed, index])
         image, objects = render_scene(rng, self.size, self.size, self.num_classes)
-        label = max(objects, key=lambda o: o.mask.sum()).class_id if objects else -1
-        return Image.fromarray(image), int(label), f"synthetic://seed{self.seed}/{index}"
+        label = image_class(objects)
+        return (Image.fromarray(image), -1 if label is None else label,
+                f"synthetic://seed{self.seed}/{index}")
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:

@@ -14,14 +14,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def add_slurm_args(parser: argparse.ArgumentParser, gpus_per_node: int = 8) -> None:
-    """The ``--slurm`` option group (the flags tools/pretrain.py has)."""
+def add_slurm_args(parser: argparse.ArgumentParser, gpus_per_node: int = 8,
+                   timeout_min: int = 24 * 60) -> None:
+    """The ``--slurm`` option group of every tool that can submit itself."""
     group = parser.add_argument_group("SLURM (through submitit)")
     group.add_argument("--slurm", action="store_true", help="submit instead of running here")
     group.add_argument("--nodes", type=int, default=1)
     group.add_argument("--gpus-per-node", type=int, default=gpus_per_node)
     group.add_argument("--partition", default=None)
-    group.add_argument("--timeout-min", type=int, default=24 * 60,
+    group.add_argument("--timeout-min", type=int, default=timeout_min,
                        help="job time limit; the job is requeued and resumes on timeout")
     group.add_argument("--cpus-per-task", type=int, default=10)
     group.add_argument("--slurm-extra", default="{}", help="JSON of extra submitit parameters")

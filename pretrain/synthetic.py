@@ -1,9 +1,16 @@
 """Synthetic scenes with learnable structure, shared by every synthetic dataset of the suite.
 
-An object's class is decided by its SHAPE and its TEXTURE, never by its colour (colours are
-drawn at random per object), so a backbone has to learn shape and texture to separate the
-classes: the demo's pretraining-versus-random comparison then means something. Needs only
-numpy (PIL for writing files).
+A scene is a smooth grey background with several overlapping objects (3 to 5 by default). An
+object's class is its TEXTURE (stripes, checker, dots, rings); its shape, size, position,
+orientation, texture period and grey levels are drawn at random, so the class can only be read
+from the local pattern, never from colour or outline. Images are grey (three equal channels):
+without colour, the only thing that tells two scenes or two places of a scene apart is which
+pattern lies where, which is what a self-supervised criterion has to encode (with random
+colours, colour statistics are the easiest invariant and the features learnt first; see
+docs/suites.md, "The demo").
+
+The image-level class of a scene (its ImageFolder folder, the global task of the demo) is the
+class of its largest visible object. Needs only numpy (PIL for writing files).
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,14 +18,18 @@ from pathlib import Path
 import numpy as np
 
 SHAPES = ("disc", "square", "triangle", "cross")
-TEXTURES = ("stripes", "checker")
-NUM_CLASSES = len(SHAPES) * len(TEXTURES)
-CLASS_NAMES = tuple(f"{t}_{s}" for t in TEXTURES for s in SHAPES)
+TEXTURES = ("stripes", "checker", "dots", "rings")
+NUM_CLASSES = len(TEXTURES)
+CLASS_NAMES = TEXTURES
+MIN_OBJECTS, MAX_OBJECTS = 3, 5
+RADIUS = (0.15, 0.3)  # object radius, fraction of the image's short side
+PERIOD = (0.08, 0.14)  # texture period, fraction of the image's short side
+MIN_PIXELS = 16  # smaller visible objects are dropped (and not labelled)
 
 
 @dataclass
 class SceneObject:
-    class_id: int  # in [0, NUM_CLASSES): shape = class_id % 4, texture = class_id // 4
+    class_id: int  # in [0, NUM_CLASSES): the texture, TEXTURES[class_id]
     mask: np.ndarray  # (H, W) bool, visible pixels only (later objects occlude earlier ones)
 
     @property
@@ -42,58 +53,83 @@ def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float
     if shape == "cross":
         arm = r * 0.35
         return ((np.abs(u) <= arm) & (np.abs(v) <= r)) | ((np.abs(v) <= arm) & (np.abs(u) <= r))
-    raise ValueError(shape)
+    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
-def _texture(texture: str, yy: np.ndarray, xx: np.ndarray, period: float, angle: float) -> np.ndarray:
+def _texture(texture: str, yy: np.ndarray, xx: np.ndarray, period: float, angle: float,
+             cy: float, cx: float) -> np.ndarray:
+    """Boolean pattern of ``texture`` with the given period and orientation; rings are
+    centred on the object (cy, cx)."""
     c, s = np.cos(angle), np.sin(angle)
     u, v = c * xx + s * yy, -s * xx + c * yy
     if texture == "stripes":
         return (np.floor(u / period) % 2).astype(bool)
-    return ((np.floor(u / period) + np.floor(v / period)) % 2).astype(bool)
+    if texture == "checker":
+        return ((np.floor(u / period) + np.floor(v / period)) % 2).astype(bool)
+    if texture == "dots":
+        fu, fv = (u / period) % 1 - 0.5, (v / period) % 1 - 0.5
+        return fu**2 + fv**2 < 0.09
+    if texture == "rings":
+        return (np.floor(np.hypot(yy - cy, xx - cx) / (0.8 * period)) % 2).astype(bool)
+    raise ValueError(f"unknown texture {texture!r}; expected one of {TEXTURES}")
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A smooth random colour field plus mild noise."""
-    coarse = rng.uniform(40, 215, size=(3, 3, 3))
+    """A smooth grey field (mid grey, +-15 levels of slow variation) plus mild noise."""
+    coarse = rng.uniform(-1, 1, size=(3, 3))
     ys = np.linspace(0, 2, h)[:, None]
     xs = np.linspace(0, 2, w)[None, :]
     y0, x0 = np.clip(ys.astype(int), 0, 1), np.clip(xs.astype(int), 0, 1)
-    fy, fx = (ys - y0)[..., None], (xs - x0)[..., None]
+    fy, fx = ys - y0, xs - x0
     top = coarse[y0, x0] * (1 - fx) + coarse[y0, x0 + 1] * fx
     bottom = coarse[y0 + 1, x0] * (1 - fx) + coarse[y0 + 1, x0 + 1] * fx
-    field = top * (1 - fy) + bottom * fy
-    return field + rng.normal(0, 6, size=(h, w, 3))
+    field = rng.uniform(90, 165) + 15 * (top * (1 - fy) + bottom * fy)
+    return field + rng.normal(0, 3, size=(h, w))
+
+
+def _grey_levels(rng: np.random.Generator) -> tuple[float, float]:
+    """The two grey levels of an object's pattern: one dark, one light, in random order
+    (contrast >= 115 levels, so the texture stays visible)."""
+    dark, light = rng.uniform(0, 70), rng.uniform(185, 255)
+    return (dark, light) if rng.random() < 0.5 else (light, dark)
+
+
+def _classes(rng: np.random.Generator, count: int, num_classes: int) -> list[int]:
+    """Distinct classes while they last (a scene shows several classes), then any."""
+    first = rng.permutation(num_classes)[:count].tolist()
+    return first + rng.integers(num_classes, size=count - len(first)).tolist()
 
 
 def render_scene(rng: np.random.Generator, height: int, width: int,
-                 num_classes: int = NUM_CLASSES, min_objects: int = 1,
-                 max_objects: int = 4) -> tuple[np.ndarray, list[SceneObject]]:
-    """Draw one scene: (H, W, 3) uint8 image and its visible objects (class, mask)."""
+                 num_classes: int = NUM_CLASSES, min_objects: int = MIN_OBJECTS,
+                 max_objects: int = MAX_OBJECTS) -> tuple[np.ndarray, list[SceneObject]]:
+    """Draw one scene: (H, W, 3) uint8 grey image and its visible objects (class, mask)."""
     if not 1 <= num_classes <= NUM_CLASSES:
         raise ValueError(f"num_classes must be in [1, {NUM_CLASSES}], got {num_classes}")
+    if not 1 <= min_objects <= max_objects:
+        raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     image = _background(rng, height, width)
     owner = np.full((height, width), -1, dtype=np.int64)
-    classes = []
     side = min(height, width)
-    for index in range(int(rng.integers(min_objects, max_objects + 1))):
-        class_id = int(rng.integers(num_classes))
-        r = rng.uniform(0.12, 0.3) * side
+    count = int(rng.integers(min_objects, max_objects + 1))
+    placed = []
+    for index, class_id in enumerate(_classes(rng, count, num_classes)):
+        r = rng.uniform(*RADIUS) * side
         cy, cx = rng.uniform(r * 0.6, height - r * 0.6), rng.uniform(r * 0.6, width - r * 0.6)
-        mask = _shape_mask(SHAPES[class_id % 4], yy, xx, cy, cx, r, rng.uniform(0, np.pi / 2))
-        if mask.sum() < 16:
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        mask = _shape_mask(shape, yy, xx, cy, cx, r, rng.uniform(0, np.pi / 2))
+        if mask.sum() < MIN_PIXELS:
             continue
-        pattern = _texture(TEXTURES[class_id // 4], yy, xx, rng.uniform(0.08, 0.14) * side,
-                           rng.uniform(0, np.pi))
-        colours = rng.uniform(0, 255, size=(2, 3))
-        while np.abs(colours[0] - colours[1]).sum() < 150:  # the texture must stay visible
-            colours = rng.uniform(0, 255, size=(2, 3))
-        image[mask] = np.where(pattern[mask][:, None], colours[0], colours[1])
+        pattern = _texture(TEXTURES[class_id], yy, xx, rng.uniform(*PERIOD) * side,
+                           rng.uniform(0, np.pi), cy, cx)
+        first, second = _grey_levels(rng)
+        image[mask] = np.where(pattern[mask], first, second)
         owner[mask] = index
-        classes.append((index, class_id))
-    objects = [SceneObject(c, owner == i) for i, c in classes if (owner == i).sum() >= 16]
-    return np.clip(image, 0, 255).astype(np.uint8), objects
+        placed.append((index, class_id))
+    objects = [SceneObject(c, owner == i) for i, c in placed if (owner == i).sum() >= MIN_PIXELS]
+    grey = np.clip(image, 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2), objects
 
 
 def semantic_map(objects: list[SceneObject], height: int, width: int, background: int = 0,
@@ -105,18 +141,41 @@ def semantic_map(objects: list[SceneObject], height: int, width: int, background
     return label
 
 
-def write_image_folder(root: str | Path, num_images: int, size: int = 96, seed: int = 0,
-                       num_classes: int = NUM_CLASSES) -> Path:
-    """Write scenes as an ImageNet-layout ImageFolder (``root/train/<class>/*.jpg``), the folder
-    named after the scene's largest object; returns ``root/train``."""
+def image_class(objects: list[SceneObject]) -> int | None:
+    """The scene's image-level class: that of its largest visible object (None if none)."""
+    return max(objects, key=lambda o: o.mask.sum()).class_id if objects else None
+
+
+def _write_split(folder: Path, count: int, size: int, rng: np.random.Generator,
+                 num_classes: int) -> None:
+    """``count`` scenes as ``folder/<class>/scene_<i>.jpg``; scenes without an object (only
+    possible in tiny images) are redrawn, so every file has a class."""
     from PIL import Image
 
-    rng = np.random.default_rng(seed)
-    train = Path(root) / "train"
-    for i in range(num_images):
+    written = 0
+    while written < count:
         image, objects = render_scene(rng, size, size, num_classes)
-        label = max(objects, key=lambda o: o.mask.sum()).class_id if objects else 0
-        folder = train / CLASS_NAMES[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / f"scene_{i:06d}.jpg", quality=92)
-    return train
+        label = image_class(objects)
+        if label is None:
+            continue
+        target = folder / CLASS_NAMES[label] / f"scene_{written:06d}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        Image.fromarray(image).save(tmp, format="JPEG", quality=92)
+        tmp.replace(target)
+        written += 1
+
+
+def write_image_folder(root: str | Path, num_images: int, size: int = 96, seed: int = 0,
+                       num_classes: int = NUM_CLASSES, num_val: int = 0) -> Path:
+    """Write scenes as an ImageNet-layout ImageFolder: ``root/train/<class>/*.jpg`` (the
+    pretraining images) and, when ``num_val`` > 0, ``root/val/<class>/*.jpg`` (held-out scenes
+    for the global evaluation, drawn from another stream of the same seed). The folder is the
+    class of the scene's largest object (``image_class``). Returns ``root/train``."""
+    if num_images < 1 or num_val < 0:
+        raise ValueError(f"need num_images >= 1 and num_val >= 0, got {num_images}, {num_val}")
+    root = Path(root)
+    _write_split(root / "train", num_images, size, np.random.default_rng([seed, 0]), num_classes)
+    if num_val:
+        _write_split(root / "val", num_val, size, np.random.default_rng([seed, 1]), num_classes)
+    return root / "train"

@@ -47,8 +47,11 @@ def test_overrides_are_typed():
 
 def test_slurm_trainer_requeues_itself():
     submitit = pytest.importorskip("submitit")
-    tool = load_tool("pretrain")
-    trainer = tool.SlurmTrainer({"run": {}}, "/data")
+    from pretrain.engine import train
+    from pretrain.slurm import Requeueable
+
+    trainer = Requeueable(train, {"run": {}}, "/data")
     resubmission = trainer.checkpoint()
     assert isinstance(resubmission, submitit.helpers.DelayedSubmission)
-    assert isinstance(resubmission.function, tool.SlurmTrainer)
+    assert isinstance(resubmission.function, Requeueable)
+    assert resubmission.function.fn is train and resubmission.function.args == ({"run": {}}, "/data")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pretrain.synthetic import CLASS_NAMES
+from pretrain.synthetic import CLASS_NAMES, image_class, render_scene, write_image_folder
 from transfer.mmseg_side.layouts import check_dataset
 from transfer.synthetic_datasets import (write_ade20k, write_cityscapes, write_voc12aug)
 
@@ -28,9 +28,10 @@ def test_voc_aug_layout_and_label_conventions(tmp_path):
     voc_label = voc / "SegmentationClass" / f"{train[0]}.png"
     assert Image.open(voc_label).mode == "P"  # palette PNG, as VOC ships it
     assert 255 in values(voc_label)  # the void outline
-    assert values(voc_label) <= set(range(9)) | {255}
+    assert values(voc_label) <= set(range(len(CLASS_NAMES) + 1)) | {255}
     sbd_label = voc / "SegmentationClassAug" / f"{aug[0]}.png"
-    assert Image.open(sbd_label).mode == "L" and values(sbd_label) <= set(range(9))
+    assert Image.open(sbd_label).mode == "L"
+    assert values(sbd_label) <= set(range(len(CLASS_NAMES) + 1))
     assert not (voc / "SegmentationClass" / f"{aug[0]}.png").exists()
     image = Image.open(voc / "JPEGImages" / f"{val[0]}.jpg")
     assert image.format == "JPEG" and image.size == (48, 48)
@@ -44,7 +45,7 @@ def test_cityscapes_layout_and_train_ids(tmp_path):
     label = city / "gtFine" / "train" / images[0].parent.name / images[0].name.replace(
         "_leftImg8bit.png", "_gtFine_labelTrainIds.png")
     assert Image.open(images[0]).size == (64, 32) and Image.open(label).size == (64, 32)
-    assert values(label) <= {0} | set(range(11, 19))
+    assert values(label) <= {0} | set(range(11, 11 + len(CLASS_NAMES)))
     print(check_dataset("cityscapes", tmp_path))
 
 
@@ -54,22 +55,42 @@ def test_ade20k_layout_and_zero_label(tmp_path):
         "ADE_val_00000001.jpg", "ADE_val_00000002.jpg"]
     label = ade / "annotations" / "training" / "ADE_train_00000001.png"
     found = values(label)
-    assert 0 in found and 1 in found and found <= set(range(10))  # 0 = unlabelled outline
+    assert 0 in found and 1 in found  # 0 = the unlabelled outline, 1 = background
+    assert found <= set(range(len(CLASS_NAMES) + 2))
     print(check_dataset("ade20k", tmp_path))
 
 
-def test_labels_follow_shape_and_texture_not_colour(tmp_path):
-    """Within one class, object colours vary: only shape and texture identify it."""
+def test_labels_follow_texture_not_grey_level(tmp_path):
+    """Scenes are grey; within one class the grey levels vary, so only the texture identifies
+    it; every class appears and a scene usually shows several."""
     voc = write_voc12aug(tmp_path, num_train=40, num_val=1, size=64, seed=3)
-    colours = {}
+    levels, per_image = {}, []
     for label_path in (voc / "SegmentationClassAug").glob("*.png"):
         label = np.asarray(Image.open(label_path))
         image = np.asarray(Image.open(voc / "JPEGImages" / f"{label_path.stem}.jpg"), float)
-        for cls in set(np.unique(label).tolist()) - {0}:
-            colours.setdefault(cls, []).append(image[label == cls].mean(0))
-    spread = [np.std(c, axis=0).mean() for c in colours.values() if len(c) > 3]
-    assert spread and min(spread) > 15, "a class must not have a fixed colour"
-    assert len(colours) >= 6 and max(colours) <= len(CLASS_NAMES)
+        assert np.abs(image[..., 0] - image[..., 2]).mean() < 3  # grey (up to JPEG noise)
+        present = set(np.unique(label).tolist()) - {0}
+        per_image.append(len(present))
+        for cls in present:
+            levels.setdefault(cls, []).append(image[label == cls].mean())
+    spread = [np.std(c) for c in levels.values() if len(c) > 3]
+    assert spread and min(spread) > 10, "a class must not have a fixed grey level"
+    assert sorted(levels) == list(range(1, len(CLASS_NAMES) + 1))
+    assert np.mean(per_image) >= 2.5
+
+
+def test_image_folder_train_and_val_by_largest_object(tmp_path):
+    train = write_image_folder(tmp_path / "imagenet", num_images=12, size=48, seed=0,
+                               num_val=6)
+    assert train == tmp_path / "imagenet" / "train"
+    for split, count in (("train", 12), ("val", 6)):
+        files = sorted((tmp_path / "imagenet" / split).glob("*/*.jpg"))
+        assert len(files) == count
+        assert {f.parent.name for f in files} <= set(CLASS_NAMES)
+    rng = np.random.default_rng([0, 0])  # the train stream: the first scene's folder
+    _, objects = render_scene(rng, 48, 48)
+    first = next((tmp_path / "imagenet" / "train").glob("*/scene_000000.jpg"))
+    assert first.parent.name == CLASS_NAMES[image_class(objects)]
 
 
 def test_writers_are_deterministic(tmp_path):
@@ -96,7 +117,7 @@ def test_cli_writes_every_format(tmp_path):
     for kind in formats.split(","):
         assert f"{kind}: " in result.stdout
     for sub in ("VOCdevkit/VOC2012", "cityscapes", "ade/ADEChallengeData2016", "imagenet/train",
-                "coco"):
+                "imagenet/val", "coco"):
         assert (tmp_path / sub).is_dir(), sub
 
 

@@ -44,7 +44,7 @@ SUITE = ROOT / "configs" / "suites" / "demo_cpu.yaml"
 
 # (images, size) per dataset; "quick" only checks the plumbing.
 SIZES = {
-    "full": {"pretrain_images": 2000, "pretrain_val": 400, "seg_train": 200, "seg_val": 50,
+    "full": {"pretrain_images": 2000, "pretrain_val": 500, "seg_train": 200, "seg_val": 50,
              "seg_size": 96, "coco_train": 64, "coco_val": 16, "coco_size": 128},
     "quick": {"pretrain_images": 64, "pretrain_val": 32, "seg_train": 8, "seg_val": 4,
               "seg_size": 64, "coco_train": 4, "coco_val": 2, "coco_size": 96},
@@ -94,22 +94,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _image_folder_split(root: Path, split: str, count: int, size: int, seed: int) -> None:
-    """``root/<split>/<class>/*.jpg``: write_image_folder writes ``<dir>/train``, so the val
-    split is written beside and moved into place."""
-    from pretrain.synthetic import write_image_folder
-
-    if split == "train":
-        write_image_folder(root, count, size, seed=seed)
-        return
-    scratch = root.parent / f".{root.name}-{split}"
-    write_image_folder(scratch, count, size, seed=seed)
-    (scratch / "train").rename(root / split)
-    scratch.rmdir()
-
-
 def write_data(root: Path, sizes: dict, detection: bool) -> None:
     """The datasets, once: a marker records the sizes so a rerun with others rewrites them."""
+    from pretrain.synthetic import write_image_folder
     from transfer.synthetic_datasets import WRITERS
 
     marker = root / "demo_data.json"
@@ -120,8 +107,8 @@ def write_data(root: Path, sizes: dict, detection: bool) -> None:
     if root.exists():
         shutil.rmtree(root)
     imagenet = root / "imagenet"
-    _image_folder_split(imagenet, "train", sizes["pretrain_images"], sizes["seg_size"], seed=1)
-    _image_folder_split(imagenet, "val", sizes["pretrain_val"], sizes["seg_size"], seed=2)
+    write_image_folder(imagenet, sizes["pretrain_images"], sizes["seg_size"], seed=1,
+                       num_val=sizes["pretrain_val"])
     print(f"  pretraining / classification: {sizes['pretrain_images']} train, "
           f"{sizes['pretrain_val']} val images, ImageFolder at {imagenet}")
     for name in ("voc", "cityscapes", "ade20k"):

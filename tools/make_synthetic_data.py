@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write small synthetic datasets in the real on-disk layouts under one data root.
 
-Scenes come from pretrain.synthetic.render_scene (class = shape x texture, colours random),
+Scenes come from pretrain.synthetic.render_scene (grey scenes of 3-5 objects, class = texture),
 so every framework reads them with its own dataset code and the metrics measure learning.
 
 Formats and where they go (the data-root convention of shared/design.md):
@@ -10,7 +10,7 @@ Formats and where they go (the data-root convention of shared/design.md):
   ade20k      ROOT/ade/ADEChallengeData2016     ADE20k SceneParsing
   coco        ROOT/coco                         COCO instances (transfer.synthetic_detection)
   voc_det     ROOT/VOC2007, ROOT/VOC2012        VOC detection XML, detectron2's layout (idem)
-  imagefolder ROOT/imagenet/train/<class>/      ImageNet-style folder for pretraining
+  imagefolder ROOT/imagenet/{train,val}/<class>/ ImageNet-style folder (pretraining, k-NN)
 
 Examples:
   python tools/make_synthetic_data.py --root /tmp/synth --formats voc,cityscapes,ade20k
@@ -47,7 +47,7 @@ def write_format(kind: str, root: Path, num_train: int, num_val: int, size: int,
         return write_detection(kind, root, num_train, num_val, size, seed)
     from pretrain.synthetic import write_image_folder
 
-    return write_image_folder(root / "imagenet", num_train, size, seed)
+    return write_image_folder(root / "imagenet", num_train, size, seed, num_val=num_val)
 
 
 def parse_args(argv=None):
@@ -57,7 +57,7 @@ def parse_args(argv=None):
     parser.add_argument("--formats", default="voc,cityscapes,ade20k",
                         help=f"comma-separated, from {','.join(FORMATS)}")
     parser.add_argument("--num-train", type=int, default=16, help="training images per format "
-                        "(imagefolder: all its images)")
+                        "(imagefolder: the train/ split)")
     parser.add_argument("--num-val", type=int, default=8, help="validation images per format")
     parser.add_argument("--size", type=int, default=64,
                         help="image side in pixels (Cityscapes: size x 2*size); 64 is enough "

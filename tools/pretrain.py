@@ -18,12 +18,12 @@ backbone.pth (for transfer), metrics.jsonl, tensorboard/, loss.png and config.js
 """
 import argparse
 import json
-import os
 import sys
 
 import _bootstrap  # noqa: F401
 
 from pretrain.config import load_config
+from pretrain.slurm import Requeueable, add_slurm_args, submit
 
 
 def parse_args(argv=None):
@@ -37,36 +37,8 @@ def parse_args(argv=None):
                         help="print the merged config and exit")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="override any config key, e.g. optim.epochs=10 loss.alpha=0.9")
-    slurm = parser.add_argument_group("SLURM (through submitit)")
-    slurm.add_argument("--slurm", action="store_true", help="submit instead of running here")
-    slurm.add_argument("--nodes", type=int, default=1)
-    slurm.add_argument("--gpus-per-node", type=int, default=8)
-    slurm.add_argument("--partition", default=None)
-    slurm.add_argument("--timeout-min", type=int, default=72 * 60,
-                       help="job time limit; the job is requeued from its checkpoint on timeout")
-    slurm.add_argument("--cpus-per-task", type=int, default=10)
-    slurm.add_argument("--slurm-extra", default="{}", help="JSON of extra submitit parameters")
+    add_slurm_args(parser, timeout_min=72 * 60)
     return parser.parse_args(argv)
-
-
-class SlurmTrainer:
-    """submitit entry point; checkpoint() requeues the same job, which resumes from disk."""
-
-    def __init__(self, cfg: dict, data_root: str | None):
-        self.cfg, self.data_root = cfg, data_root
-
-    def __call__(self):
-        import submitit
-
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        from pretrain.engine import train
-
-        train(self.cfg, self.data_root)
-
-    def checkpoint(self):
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(SlurmTrainer(self.cfg, self.data_root))
 
 
 def main(argv=None):
@@ -78,21 +50,12 @@ def main(argv=None):
     if args.print_config:
         print(json.dumps(cfg, indent=2))
         return 0
-    if args.slurm:
-        import submitit
-
-        executor = submitit.AutoExecutor(folder=os.path.join(cfg["run"]["output_dir"], "slurm"),
-                                         slurm_max_num_timeout=30)
-        executor.update_parameters(
-            nodes=args.nodes, gpus_per_node=args.gpus_per_node,
-            tasks_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
-            timeout_min=args.timeout_min, slurm_partition=args.partition,
-            name=cfg["recipe"], slurm_signal_delay_s=120, **json.loads(args.slurm_extra))
-        job = executor.submit(SlurmTrainer(cfg, args.data_root))
-        print(f"submitted job {job.job_id}; logs in {cfg['run']['output_dir']}/slurm")
-        return 0
     from pretrain.engine import train
 
+    if args.slurm:
+        submit(Requeueable(train, cfg, args.data_root), args, cfg["run"]["output_dir"],
+               cfg["recipe"])
+        return 0
     train(cfg, args.data_root)
     return 0
 

@@ -1,10 +1,11 @@
 """Small synthetic segmentation datasets written in the REAL on-disk layouts.
 
-Each writer renders scenes with ``pretrain.synthetic.render_scene`` (an object's class is its
-shape x texture, never its colour) and saves them exactly where and how the real dataset
-keeps its files, so MMSegmentation's own dataset classes (``PascalVOCDataset``,
-``CityscapesDataset``, ``ADE20KDataset``) read them unchanged and the metrics measure whether
-shape and texture were learnt. No MMSegmentation import: numpy and PIL only.
+Each writer renders scenes with ``pretrain.synthetic.render_scene`` (grey scenes of several
+objects; an object's class is its texture, never its grey levels, shape or size) and saves
+them exactly where and how the real dataset keeps its files, so MMSegmentation's own dataset
+classes (``PascalVOCDataset``, ``CityscapesDataset``, ``ADE20KDataset``) read them unchanged
+and the metrics measure whether the textures were learnt. No MMSegmentation import: numpy and
+PIL only.
 
 Layouts, relative to one data root (``shared/design.md``):
 
@@ -13,17 +14,18 @@ Layouts, relative to one data root (``shared/design.md``):
   ids; ``SegmentationClassAug/<id>.png`` (grey PNG, no outline, as mmseg's SBD converter
   writes it) for every training id; ``ImageSets/Segmentation/{train,val,aug,trainaug}.txt``
   where ``aug.txt`` holds the training ids that are not in ``train.txt`` (mmseg's rule).
-  Labels: 0 background, ``class_id + 1`` for the 8 scene classes (of VOC's 21).
+  Labels: 0 background, ``class_id + 1`` for the scene classes (``NUM_CLASSES`` of VOC's 21).
 - ``cityscapes``: ``leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png`` and
   ``gtFine/<split>/<city>/<...>_gtFine_labelTrainIds.png``; images are 2:1 (size x 2*size).
-  Labels are train ids: 0 ("road") background, 11..18 (the "thing" classes) for the scene
-  classes.
+  Labels are train ids: 0 ("road") background, 11, 12, ... (the "thing" classes, one per
+  scene class) for the scene classes.
 - ``ade/ADEChallengeData2016``: ``images/{training,validation}/ADE_{train,val}_%08d.jpg`` and
   ``annotations/.../*.png``; 0 = unlabelled (a thin outline; ignored by
   ``reduce_zero_label``), 1 background ("wall"), ``class_id + 2`` the scene classes.
 
-Deviation from the real data, by design: far fewer classes are present (8 of 21/19/150), so
-per-class tables show the absent classes as null (never predicted and never in the ground truth).
+Deviation from the real data, by design: far fewer classes are present (``NUM_CLASSES`` of
+21/19/150), so per-class tables show the absent classes as null (never predicted and never in
+the ground truth).
 """
 from pathlib import Path
 
@@ -35,7 +37,8 @@ VOC_SUBDIR = "VOCdevkit/VOC2012"
 CITYSCAPES_SUBDIR = "cityscapes"
 ADE20K_SUBDIR = "ade/ADEChallengeData2016"
 
-CITYSCAPES_THING_TRAIN_IDS = tuple(range(11, 19))  # person .. bicycle: one per scene class
+# person, rider, car, ...: one "thing" train id per scene class (Cityscapes has 8: 11..18)
+CITYSCAPES_THING_TRAIN_IDS = tuple(range(11, 11 + NUM_CLASSES))
 
 
 def voc_palette() -> list[int]:

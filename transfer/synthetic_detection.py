@@ -1,7 +1,7 @@
 """Synthetic detection datasets in the REAL on-disk formats (no detectron2 import).
 
 Scenes come from ``pretrain.synthetic.render_scene`` (the same generator as the segmentation
-sets): classes are ``pretrain.synthetic.CLASS_NAMES`` (shape x texture, random colours).
+sets): classes are ``pretrain.synthetic.CLASS_NAMES`` (textures; shapes and grey levels random).
 
 - ``write_coco``: ``root/coco/{train2017,val2017}/*.jpg`` and
   ``root/coco/annotations/instances_{train,val}2017.json``, instances with polygon masks;
@@ -81,7 +81,7 @@ def write_coco(root: str | Path, num_train: int, num_val: int, size: int = 128,
                seed: int = 0) -> dict[str, int]:
     """Write a COCO-format instance segmentation set under ``root/coco``.
 
-    Category ids are 1..8 in ``CLASS_NAMES`` order (detectron2 maps them to contiguous ids).
+    Category ids are 1..``NUM_CLASSES`` in ``CLASS_NAMES`` order (detectron2 maps them to contiguous ids).
     Returns the number of images per split, e.g. ``{"train2017": 16, "val2017": 8}``.
     """
     coco = Path(root) / "coco"
