@@ -1,26 +1,34 @@
 #!/usr/bin/env python
-"""The whole pipeline on synthetic data, on the CPU, in minutes (~12 on 2 cores): `make demo`.
+"""The paper's local-vs-global trade-off, in miniature, on the CPU: `make demo`.
 
-1. writes synthetic datasets in the real layouts (pretraining ImageFolder, VOC aug, Cityscapes,
-   ADE20k, COCO) under OUT/data;
-2. runs the suite configs/suites/demo_cpu.yaml with the suite runner: pretrains a ConvNeXt-mini
-   with VICReg (alpha = 1) and with VICRegL (alpha = 0.75), adds random init, converts the
-   three, and runs the frozen linear segmentation protocol on the three layouts and Mask R-CNN
-   on the synthetic COCO (when detectron2 is installed; otherwise those rows say so);
-3. writes the tables and the plot (OUT/suite/table/) and prints the main table;
-4. says whether pretraining beat random init, layout by layout, from the numbers.
+1. data: synthetic scenes in the real layouts under OUT/data (a pretraining ImageFolder with a
+   train and a val split, VOC aug, Cityscapes, ADE20k; COCO when detectron2 is installed);
+2. suite configs/suites/demo_cpu.yaml, run by the suite runner: a ConvNeXt-mini pretrained with
+   VICReg (alpha = 1) and with VICRegL (alpha = 0.75) beside random init, then, for each, 3 seeds
+   of: the frozen linear segmentation protocol and the training-free dense nearest-neighbour
+   retrieval on the three layouts (dense tasks), k-NN classification of the pretraining
+   images' classes (the global task); Mask R-CNN on the synthetic COCO (one seed, shown in the
+   table, no verdict). An overall progress line with an ETA is printed every --progress-every
+   seconds, beside the runner's per-step lines;
+3. tables: OUT/suite/table/ (table.md/.csv/.tex, the table and trade-off pictures);
+4. pictures: OUT/suite/table/pca_maps.png, the PCA map of each backbone's local features
+   beside the image and its ground truth;
+5. verdicts: for each dense task VICRegL > VICReg > random, for the global one VICReg >=
+   VICRegL, each difference judged against the MEASURED seed spread (a difference counts when
+   it exceeds 2 x the larger seed std of the two rows), and a summary of how many tasks reached
+   the ordering.
 
-Running it again resumes (finished steps are skipped); --fresh starts over. Each step's log is
-in its folder under OUT/suite (the path is printed when the step starts).
+Exit status 0 when every row finished or only lacks an optional extra (detectron2: status
+missing_extra). Running it again resumes (data and finished steps are kept); --fresh starts
+over. Each step's log is in its folder under OUT/suite (printed when the step starts).
 
 Examples:
   make demo                                     # = python tools/demo.py
   python tools/demo.py --out /tmp/demo --jobs 2
-  python tools/demo.py --quick                  # tiny sizes: checks the plumbing in ~2 minutes
-  python tools/demo.py --pretrain-epochs 12     # ~9 minutes: checks the pipeline, ties with random
+  python tools/demo.py --quick                  # tiny sizes, a subset of rows: plumbing, ~2 min
+  VICREGL_HIDE_EXTRAS=detectron2 python tools/demo.py --quick   # as if detectron2 were absent
 """
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -34,45 +42,55 @@ import _bootstrap  # noqa: F401
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "configs" / "suites" / "demo_cpu.yaml"
 
-# (images, size) per dataset, and the suite variables; "quick" only checks the plumbing.
+# (images, size) per dataset; "quick" only checks the plumbing.
 SIZES = {
-    "full": {"pretrain_images": 2000, "seg_train": 200, "seg_val": 50, "seg_size": 96,
-             "coco_train": 64, "coco_val": 16, "coco_size": 128},
-    "quick": {"pretrain_images": 64, "seg_train": 8, "seg_val": 4, "seg_size": 64,
-              "coco_train": 4, "coco_val": 2, "coco_size": 96},
+    "full": {"pretrain_images": 2000, "pretrain_val": 500, "seg_train": 200, "seg_val": 50,
+             "seg_size": 96, "coco_train": 64, "coco_val": 16, "coco_size": 128},
+    "quick": {"pretrain_images": 64, "pretrain_val": 32, "seg_train": 8, "seg_val": 4,
+              "seg_size": 64, "coco_train": 4, "coco_val": 2, "coco_size": 96},
 }
-# mIoU differences within this margin are called ties. Chosen, not measured: two random
-# initialisations gave identical demo numbers (both heads predict only the background), so the
-# seed spread of a head that does learn is unknown here; 1.0 is meant to be conservative.
-SEED_SPREAD = 1.0
 QUICK_VARIABLES = {"pretrain_epochs": "1", "pretrain_max_steps": "2", "pretrain_batch": "8",
                    "seg_iters": "4", "seg_crop": "64", "det_iters": "2"}
+# --quick: 2 seeds of VOC linear (a spread to judge with), one of VOC retrieval and of k-NN
+# (their verdicts say "spread unknown"), and one detection row
+QUICK_ONLY = ["*/voc_linear/seed[01]", "*/voc_nn/seed0", "*/imagenet_knn/seed0",
+              "random/coco_mask_rcnn*"]
+# Expected wall time per step kind (seconds, 2 shared cores) until steps of that kind have
+# finished and their measured times replace these (transfer/demo_progress.py).
+PRIORS = {  # measured on the shared 2-core machine, 2 jobs (full: pretrain and detection guessed)
+    "full": {"pretrain": 300, "convert": 14, "segmentation": 56, "dense_retrieval": 23,
+             "classification": 17, "detection": 60},
+    "quick": {"pretrain": 17, "convert": 16, "segmentation": 33, "dense_retrieval": 22,
+              "classification": 13, "detection": 30},
+}
+ROLES = {"local": "vicregl", "global_": "vicreg", "floor": "random"}  # demo_cpu.yaml names
+PCA_IMAGES = 2
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "work_dirs" / "demo",
-                        help="everything goes here: data/, suite/ (runs, logs, tables)")
+                        help="everything goes here: data/, suite/ (runs, logs, tables, pictures)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="steps run at the same time, one core each (default: 2, or 1 on "
                              "a one-core machine)")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny data and a few iterations: checks that everything runs; "
-                             "the numbers mean nothing")
+                        help="tiny data, a few iterations and a subset of the rows (2 seeds of "
+                             "VOC linear, 1 of VOC retrieval and of k-NN, one detection row): "
+                             "checks that everything runs; the numbers mean nothing")
     parser.add_argument("--pretrain-epochs", type=int,
-                        help="pretraining epochs over the 2000 images (62 steps each). Default "
-                             "40 (~9 minutes per variant on a shared core): the shortest "
-                             "measured after which VICRegL's frozen features beat random init; "
-                             "12 takes a third of the time but ties with random init "
-                             "(docs/suites.md section 6)")
+                        help="override the suite's pretraining epochs (shorter runs show less; "
+                             "docs/suites.md, 'The demo')")
     parser.add_argument("--fresh", action="store_true", help="delete OUT first")
     parser.add_argument("--heartbeat", type=float, default=15.0, metavar="SECONDS",
                         help="how often a running step prints its last log line")
+    parser.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                        help="how often the overall progress line (steps done, ETA) is printed")
     parser.add_argument("--stream", action="store_true", help="print every line of every step")
     parser.add_argument("--only", nargs="+", default=[], metavar="GLOB",
-                        help="run only these suite steps (e.g. 'random/*'), plus what they need; "
-                             "the other rows stay pending in the table")
+                        help="run only these suite steps (e.g. 'random/*', '*/voc_nn/seed0'), "
+                             "plus what they need; the other rows stay pending in the table")
     return parser.parse_args(argv)
 
 
@@ -88,8 +106,11 @@ def write_data(root: Path, sizes: dict, detection: bool) -> None:
         return
     if root.exists():
         shutil.rmtree(root)
-    write_image_folder(root / "imagenet", sizes["pretrain_images"], sizes["seg_size"], seed=1)
-    print(f"  pretraining: {sizes['pretrain_images']} images, ImageFolder at {root / 'imagenet'}")
+    imagenet = root / "imagenet"
+    write_image_folder(imagenet, sizes["pretrain_images"], sizes["seg_size"], seed=1,
+                       num_val=sizes["pretrain_val"])
+    print(f"  pretraining / classification: {sizes['pretrain_images']} train, "
+          f"{sizes['pretrain_val']} val images, ImageFolder at {imagenet}")
     for name in ("voc", "cityscapes", "ade20k"):
         where = WRITERS[name](root, sizes["seg_train"], sizes["seg_val"], sizes["seg_size"], 0)
         print(f"  {name}: {sizes['seg_train']} train / {sizes['seg_val']} val at {where}")
@@ -101,66 +122,77 @@ def write_data(root: Path, sizes: dict, detection: bool) -> None:
     marker.write_text(json.dumps(wanted))
 
 
-BACKGROUND = ("background", "road", "wall")  # the background class of each synthetic layout
-
-
-def object_iou(metrics_path: str) -> float | None:
-    """Mean IoU of the scene's object classes (background left out), from the per-class
-    table of metrics.json: 0.0 means the linear head learnt nothing but the background."""
-    per_class = json.loads(Path(metrics_path).read_text())["metrics"].get("per_class") or {}
-    present = {k: v for k, v in per_class.items() if v is not None}
-    objects = [v for k, v in present.items() if k.strip() not in BACKGROUND]
-    return sum(objects) / len(objects) if objects else None
-
-
-def verdict(results: dict, margin: float) -> list[str]:
-    """Pretrained vs random init on each segmentation layout, from the numbers: a difference
-    within ``margin`` mIoU is called a tie. Also the object classes' own IoU, which tells a
-    head that learnt the scene's objects from one that predicts background everywhere."""
-    rows = {(r["backbone"], r["experiment"]): r for r in results["rows"]}
-    lines, learnt = [], False
-    for exp in dict.fromkeys(r["experiment"] for r in results["rows"] if r["task"] == "segmentation"):
-        for name in ("vicreg", "vicregl", "random"):
-            row = rows.get((name, exp))
-            if row is None or (row.get("metrics") or {}).get("mIoU") is None:
-                lines.append(f"{exp:18s} {name:8s} no result ({row['status'] if row else 'absent'})")
-                continue
-            value, objects = row["metrics"]["mIoU"], object_iou(row["metrics_path"])
-            learnt |= bool(objects and objects >= 1.0)
-            text = (f"{exp:18s} {row['backbone_label']:21s} mIoU {value:5.1f}   object classes "
-                    f"{'-' if objects is None else f'{objects:4.1f}'}")
-            base = rows.get(("random", exp))
-            floor = (base.get("metrics") or {}).get("mIoU") if base else None
-            if name != "random" and floor is not None:
-                diff = value - floor
-                word = "beats" if diff > margin else "LOSES TO" if diff < -margin else "ties with"
-                text += f"   {word} random init ({diff:+.1f})"
-            lines.append(text)
-    if not learnt:
-        lines.append("no backbone's linear head learnt the object classes (object IoU < 1): "
-                     "each predicts (almost) only the background, so mIoU is the background "
-                     "IoU / number of classes. The pretraining is too short for this "
-                     "(below 40 epochs it was, in every run measured); docs/suites.md "
-                     "section 6 has the measurements.")
-    return lines
-
-
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_suite(plan, steps, args, variables: dict, mode: str) -> int:
+    """Stage 2: the runner (per-step lines) under the overall progress monitor."""
+    from transfer.demo_progress import ProgressMonitor
+    from transfer.suite_runner import RunOptions, SuiteRunner, framework_missing
+
+    hint = (f"python tools/run_suite.py {SUITE.relative_to(ROOT)} --work-dir {plan.work_dir} "
+            f"--data-root {plan.data_root} --pretrain"
+            + "".join(f" --set {k}={v}" for k, v in variables.items()))
+    options = RunOptions(jobs=args.jobs, pretrain=True, heartbeat_s=args.heartbeat,
+                         stream=args.stream, retry_hint=hint)
+    skipped = {s.id for s in steps if framework_missing(s)[0]}  # will not run
+    with ProgressMonitor(steps, PRIORS[mode], args.jobs, args.progress_every, skipped):
+        return SuiteRunner(plan, steps, options).run()
+
+
+def make_pictures(plan, out_dir: Path) -> Path | None:
+    """Stage 4: the PCA maps of every backbone whose weights exist (the others are named)."""
+    from transfer.pca_maps import write_pca_maps
+
+    chosen, seen = [], set()
+    for step in plan.rows:
+        bb = step.backbone
+        if bb.name in seen:
+            continue
+        seen.add(bb.name)
+        if step.source.startswith("random") or Path(step.source).is_file():
+            chosen.append((bb.label, bb.arch, step.source))
+        else:
+            print(f"  {bb.label}: no PCA map, {step.source} does not exist (pretraining not run)")
+    if not chosen:
+        return None
+    return write_pca_maps(chosen, plan.data_root, out_dir / "pca_maps.png", count=PCA_IMAGES)
+
+
+def report(plan, suite, args, written: dict, pca: Path | None) -> None:
+    """Stage 5: the verdicts, then the pictures' paths."""
+    from transfer.tables import read_results
+    from transfer.verdicts import RULE, summary, verdict_lines, verdicts
+
+    results = read_results(plan.work_dir / "results.json")
+    labels = {name: bb.label for name, bb in suite.backbones.items()}
+    found = verdicts(results["rows"], **ROLES)
+    print(f"  rule: {RULE}")
+    for line in verdict_lines(found, labels):
+        print(f"  {line}")
+    print(f"  SUMMARY: {summary(found, labels, **ROLES)}")
+    if args.quick:
+        print("  (--quick: a few iterations on tiny data; these numbers mean nothing)")
+    pictures = [p for p in written.values() if str(p).endswith(".png")] + ([pca] if pca else [])
+    print("pictures:")
+    for path in pictures:
+        print(f"  {path}")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.time()
+    from transfer.extras import available
     from transfer.suite import load_suite, make_plan, select
-    from transfer.suite_runner import RunOptions, SuiteRunner
     from transfer.tables import build_rows, load_paper, make_tables, read_results, summary_markdown
+    from transfer.verdicts import not_finished
 
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
-    detection = importlib.util.find_spec("detectron2") is not None
+    detection = available("detectron2")
     mode = "quick" if args.quick else "full"
-    print(f"[demo 1/4] synthetic data ({mode} sizes) under {args.out / 'data'}", flush=True)
+    print(f"[demo 1/5] synthetic data ({mode} sizes) under {args.out / 'data'}", flush=True)
     write_data(args.out / "data", SIZES[mode], detection)
 
     variables = dict(QUICK_VARIABLES) if args.quick else {}
@@ -168,34 +200,33 @@ def main(argv=None) -> int:
         variables["pretrain_epochs"] = str(args.pretrain_epochs)
     suite = load_suite(SUITE, variables)
     plan = make_plan(suite, args.out / "suite", args.out / "data", python=sys.executable)
-    print(f"[demo 2/4] suite {SUITE.relative_to(ROOT)}: {len(plan.steps)} steps, {args.jobs} at a "
-          f"time; logs under {plan.work_dir}", flush=True)
+    steps = select(plan, args.only or (QUICK_ONLY if args.quick else []))
+    print(f"[demo 2/5] suite {SUITE.relative_to(ROOT)}: {len(steps)} of {len(plan.steps)} "
+          f"steps, {args.jobs} at a time; logs under {plan.work_dir}", flush=True)
     if not detection:
-        print("  detectron2 is not installed: the detection rows will say so "
+        print("  detectron2 is not available: the detection rows are missing_extra "
               "(tools/install_detectron2.sh installs it)", flush=True)
-    options = RunOptions(jobs=args.jobs, pretrain=True, heartbeat_s=args.heartbeat,
-                         stream=args.stream, retry_hint=f"python tools/run_suite.py "
-                         f"{SUITE.relative_to(ROOT)} --work-dir {plan.work_dir} --data-root "
-                         f"{plan.data_root}" + "".join(f" --set {k}={v}" for k, v in variables.items()))
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the running steps like Ctrl-C
     try:
-        code = SuiteRunner(plan, select(plan, args.only), options).run()
+        code = run_suite(plan, steps, args, variables, mode)
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130
 
-    print("[demo 3/4] tables", flush=True)
+    print("[demo 3/5] tables", flush=True)
     written = make_tables([plan.work_dir / "results.json"], plan.work_dir / "table")
     results = read_results(plan.work_dir / "results.json")
-    rows = build_rows([results], load_paper(suite.paper_results))
-    print(summary_markdown(rows))
-    print("written: " + ", ".join(str(p) for p in written.values()))
-
-    print("[demo 4/4] did pretraining beat random init? (frozen linear segmentation, mIoU)")
-    for line in verdict(results, SEED_SPREAD):
-        print(f"  {line}")
-    if args.quick:
-        print("  (--quick: a few iterations on tiny data; these numbers mean nothing)")
+    print(summary_markdown(build_rows([results], load_paper(suite.paper_results))))
+    print("[demo 4/5] PCA maps of the local features", flush=True)
+    pca = make_pictures(plan, plan.work_dir / "table")
+    print(f"  {pca}" if pca else "  no backbone's weights exist yet: no PCA maps")
+    print("[demo 5/5] verdicts: the paper's ordering, judged against the measured seed spread",
+          flush=True)
+    report(plan, suite, args, written, pca)
+    unfinished = not_finished(results["rows"], {s.id for s in steps})
+    if unfinished:
+        print(f"not finished: {', '.join(unfinished)} (their logs are named above)")
+    code = max(code, 1 if unfinished else 0)
     print(f"demo finished in {(time.time() - start) / 60:.1f} min"
           + ("" if code == 0 else " with failures (see above)"), flush=True)
     return code
