@@ -33,3 +33,16 @@ def poison_loss_at_call(monkeypatch):
         monkeypatch.setattr(VICRegL, "forward", poisoned)
 
     return install
+
+
+# Framework markers by file, so `-m "not mmseg"` works in a pretraining-only environment
+# (VICREGL_NO_MMCV=1) and `-m detectron2` selects the optional extra's tests.
+FRAMEWORK_FILES = {"mmseg": ("test_seg_",), "detectron2": ("test_det_train", "test_det_detectron2")}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        for marker, prefixes in FRAMEWORK_FILES.items():
+            if name.startswith(prefixes):
+                item.add_marker(getattr(pytest.mark, marker))

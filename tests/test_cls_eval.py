@@ -71,6 +71,7 @@ def run_tool(*args):
 
 
 @pytest.mark.multiprocess
+@pytest.mark.slow
 def test_knn_tool_writes_metrics(data_root, tmp_path):
     out = run_tool(*TINY, "--data-root", data_root, "--work-dir", tmp_path, "--protocol", "knn")
     assert out.returncode == 0, out.stderr[-2000:]
@@ -86,6 +87,7 @@ def test_knn_tool_writes_metrics(data_root, tmp_path):
 
 
 @pytest.mark.multiprocess
+@pytest.mark.slow
 def test_wrong_data_root_is_a_clear_error(tmp_path):
     out = run_tool(*TINY, "--data-root", tmp_path / "nowhere", "--work-dir", tmp_path / "w")
     assert out.returncode != 0

@@ -36,6 +36,7 @@ def run_tool(config, *args):
                            *map(str, args)], cwd=ROOT, env=ENV, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_voc_metrics_json(data_root, tmp_path):
     out = run_tool(VOC, "--data-root", data_root, "--work-dir", tmp_path,
                    "--memory-fraction", "0.5", "--seed", "1")
@@ -61,6 +62,7 @@ def test_voc_metrics_json(data_root, tmp_path):
     assert record["val_images"] == 3 and record["backbone"]["source"] == "random:0"
 
 
+@pytest.mark.slow
 def test_ade20k_reduce_zero_label(data_root, tmp_path):
     out = run_tool(ADE, "--data-root", data_root, "--work-dir", tmp_path,
                    "--label-pooling", "majority", "--features", "concat")
@@ -73,6 +75,7 @@ def test_ade20k_reduce_zero_label(data_root, tmp_path):
     assert record["dataset"] == "ade20k"
 
 
+@pytest.mark.slow
 def test_wrong_data_root_names_the_missing_folder(tmp_path):
     out = run_tool(VOC, "--data-root", tmp_path / "nowhere", "--work-dir", tmp_path / "w")
     assert out.returncode != 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pretrain.synthetic import NUM_CLASSES  # noqa: E402
 from transfer.extras import missing_reason  # noqa: E402
 
 # absent, or hidden by VICREGL_HIDE_EXTRAS=detectron2: the reason says which and how to install
@@ -34,7 +35,7 @@ TINY = ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BA
         "SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "(2,)", "SOLVER.WARMUP_ITERS", "1",
         "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "128",
         "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128",
-        "TEST.PRECISE_BN.NUM_ITER", "2", "MODEL.ROI_HEADS.NUM_CLASSES", "8",
+        "TEST.PRECISE_BN.NUM_ITER", "2", "MODEL.ROI_HEADS.NUM_CLASSES", str(NUM_CLASSES),
         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
         "TEST.DETECTIONS_PER_IMAGE", "20", "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64",
         "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "200", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50",
@@ -79,6 +80,7 @@ def check_metrics(out: Path, task: str, arch: str, keys):
     return record
 
 
+@pytest.mark.slow
 def test_mask_rcnn_fpn_resnet(workspace):
     out = workspace / "fpn_r18"
     log = det_train("--config-file", CONFIGS / "mask_rcnn_resnet50_fpn_1x_coco.yaml",
@@ -121,6 +123,7 @@ def test_mask_rcnn_fpn_resnet(workspace):
     assert record["metrics"]["bbox_AP"] is not None
 
 
+@pytest.mark.slow
 def test_mask_rcnn_fpn_convnext(workspace):
     out = workspace / "fpn_convnext"
     log = det_train("--config-file", CONFIGS / "mask_rcnn_convnext_small_fpn_1x_coco.yaml",
@@ -133,6 +136,7 @@ def test_mask_rcnn_fpn_convnext(workspace):
     assert record["protocol"] == "finetune_fpn_1x_adamw"
 
 
+@pytest.mark.slow
 def test_faster_rcnn_c4_voc(workspace):
     out = workspace / "c4_voc"
     log = det_train("--config-file", CONFIGS / "faster_rcnn_resnet50_c4_voc0712_24k.yaml",
@@ -144,6 +148,7 @@ def test_faster_rcnn_c4_voc(workspace):
     assert "per_class" not in record["metrics"]  # the VOC evaluator reports means only
 
 
+@pytest.mark.slow
 def test_pkl_from_the_converter_as_model_weights(workspace):
     """The tools/convert.py route: a .pkl written by write_pkl, passed as MODEL.WEIGHTS."""
     weights = read_backbone(workspace / "resnet18.pth", "resnet18")
@@ -156,6 +161,7 @@ def test_pkl_from_the_converter_as_model_weights(workspace):
     assert read_metrics(out / "metrics.json")["backbone"]["sha256"] == weights.sha256
 
 
+@pytest.mark.slow
 def test_bad_inputs_fail_clearly(workspace, tmp_path):
     config = CONFIGS / "faster_rcnn_resnet50_c4_voc0712_24k.yaml"
     run = subprocess.run(

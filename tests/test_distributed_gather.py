@@ -8,6 +8,7 @@ the whole-batch inv).
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -55,6 +56,8 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_process_gather_matches_single_process():
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()

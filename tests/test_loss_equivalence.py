@@ -57,6 +57,7 @@ FLOAT32_CASES = {"convnext_small_2x224+6x96"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.slow
 def test_model_matches_official_end_to_end(case):
     torch.set_num_threads(2)
     args, crops = CASES[case]

@@ -2,6 +2,7 @@
 function: same outputs, gradients and running statistics as one call per view."""
 import copy
 
+import pytest
 import torch
 from torch import nn
 
@@ -58,6 +59,7 @@ def _compare(reference: nn.Module, fused: nn.Module, crops):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14, msg=key)
 
 
+@pytest.mark.slow
 def test_fused_heads_resnet_multicrop():
     reference, fused = _model_pair("resnet18")
     fused.fuse_heads = True

@@ -55,6 +55,7 @@ def test_engine_rejects_a_bad_check_interval(tmp_path):
         engine.train(cfg)
 
 
+@pytest.mark.slow
 def test_benchmark_tool_reports_every_part(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(ROOT / "tools/benchmark_pretrain.py"), "--config", str(SMOKE),

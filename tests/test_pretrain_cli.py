@@ -21,6 +21,7 @@ def load_tool(name):
 
 
 @pytest.mark.parametrize("tool", ["pretrain", "export_backbone"])
+@pytest.mark.slow
 def test_help_explains(tool):
     out = subprocess.run([sys.executable, str(ROOT / "tools" / f"{tool}.py"), "--help"],
                          capture_output=True, text=True, check=True).stdout

@@ -34,6 +34,7 @@ def finish(proc: subprocess.Popen) -> str:
     return output
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_reaches_the_same_weights(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     finish(run_pretrain(straight))
@@ -60,6 +61,7 @@ def test_sigkill_and_resume_reaches_the_same_weights(tmp_path):
     assert steps == sorted(set(steps)), "resumed run must not duplicate log records"
 
 
+@pytest.mark.slow
 def test_outputs_of_a_run(tmp_path):
     out = tmp_path / "run"
     finish(run_pretrain(out, "optim.max_steps=4"))
@@ -90,6 +92,8 @@ def test_unknown_config_key_is_an_error():
         load_config(SMOKE, ["optim.epoch=3"])
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_torchrun_two_processes_train_and_resume(tmp_path):
     """The torchrun path (gloo on the CPU): DDP, gathered variance/covariance, rank-0 files,
     every rank's RNG in the checkpoint, and resumption under the launcher."""

@@ -95,6 +95,7 @@ def test_resnet_output_stride_32_equals_pretraining_module(tmp_path):
             assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_resnet50_output_stride_8_equals_torchvision_dilated(tmp_path):
     """The linear config's dilated ResNet-50 = torchvision's replace_stride_with_dilation
     with the same weights; without contract_dilation it would not be."""

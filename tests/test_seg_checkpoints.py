@@ -34,6 +34,7 @@ def pretrained(checkpoint, **cfg):
                                                 prefix="backbone.")))
 
 
+@pytest.mark.slow
 def test_convert_writes_the_mmseg_format_and_prints_the_key_map(tmp_path):
     out = tmp_path / "r18.pth"
     result = run_tool("tools/convert.py", "--framework", "mmseg", "--arch", "resnet18",
@@ -48,6 +49,7 @@ def test_convert_writes_the_mmseg_format_and_prints_the_key_map(tmp_path):
     assert torch.load(out, weights_only=True)  # loadable without any allow-list
 
 
+@pytest.mark.slow
 def test_convert_refuses_a_checkpoint_of_another_architecture(tmp_path):
     source = tmp_path / "r18.pth"
     torch.save(read_backbone("random:0", "resnet18").state_dict, source)
@@ -58,6 +60,7 @@ def test_convert_refuses_a_checkpoint_of_another_architecture(tmp_path):
     assert not (tmp_path / "out.pth").exists()
 
 
+@pytest.mark.slow
 def test_convert_detectron2_rejects_convnext_with_a_pointer():
     result = run_tool("tools/convert.py", "--framework", "detectron2", "--arch",
                       "convnext_mini", "--source", "random:0", "--out", "/tmp/unused.pkl")

@@ -88,6 +88,7 @@ def mmengine_state(path: Path) -> dict:
 
 
 @pytest.mark.parametrize("dataset", CASES)
+@pytest.mark.slow
 def test_linear_protocol_end_to_end(dataset, data_root, checkpoints, tmp_path):
     config, arch, dataset_class = CASES[dataset]
     work = tmp_path / "work"
@@ -136,6 +137,7 @@ def test_linear_protocol_end_to_end(dataset, data_root, checkpoints, tmp_path):
     assert any(k.startswith("decode_head.conv_seg") for k in trained)
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_then_test(data_root, checkpoints, tmp_path):
     work = tmp_path / "work"
     assert train("voc12aug", data_root, checkpoints["convnext_mini"], work).returncode == 0
@@ -164,6 +166,7 @@ def test_resume_after_a_crash_then_test(data_root, checkpoints, tmp_path):
     assert run_dir_of(work / f"iter_{ITERS}.pth") == work and run_dir_of(stray) is None
 
 
+@pytest.mark.slow
 def test_a_checkpoint_missing_a_tensor_fails_before_training(data_root, checkpoints, tmp_path):
     tampered = torch.load(checkpoints["convnext_mini"], weights_only=True)
     del tampered["state_dict"]["backbone.downsample_layers.2.1.weight"]
@@ -175,6 +178,7 @@ def test_a_checkpoint_missing_a_tensor_fails_before_training(data_root, checkpoi
     assert not (tmp_path / "work" / "iter_2.pth").exists()
 
 
+@pytest.mark.slow
 def test_wrong_architecture_and_wrong_data_root_fail_first(data_root, checkpoints, tmp_path):
     seg_train = load_tool("seg_train")
     with pytest.raises(SystemExit, match="holds a resnet18 backbone but .* builds convnext_mini"):

@@ -102,6 +102,7 @@ def calls(tmp: Path) -> list[str]:
     return [line.split()[0] for line in path.read_text().splitlines()] if path.exists() else []
 
 
+@pytest.mark.slow
 def test_rows_failure_retry_alone_and_resume(tmp_path):
     suite, work = write_suite(tmp_path), tmp_path / "work"
     (tmp_path / "control" / "fail.exp_b").touch()
@@ -149,6 +150,7 @@ def _wait_for(predicate, timeout=60.0):
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+@pytest.mark.slow
 def test_interrupted_suite_resumes_without_redoing_rows(tmp_path, how):
     suite, work = write_suite(tmp_path), tmp_path / "work"
     hold = tmp_path / "control" / "hold.exp_b"
@@ -183,6 +185,7 @@ def test_interrupted_suite_resumes_without_redoing_rows(tmp_path, how):
     assert calls(tmp_path)[2:] == ["random:0.exp_b", "weights.pth.exp_a", "weights.pth.exp_b"]
 
 
+@pytest.mark.slow
 def test_stale_row_runs_again_when_the_backbone_file_changes(tmp_path):
     suite, work = write_suite(tmp_path), tmp_path / "work"
     run_suite(suite, "--work-dir", work, "--only", "bb_file/*", "--no-tables", check=0)
@@ -201,6 +204,7 @@ def test_stale_row_runs_again_when_the_backbone_file_changes(tmp_path):
     assert len(list((work / "runs" / "bb_file").glob("exp_a.stale-*"))) == 2
 
 
+@pytest.mark.slow
 def test_parallel_jobs_share_the_cores(tmp_path):
     suite, work = write_suite(tmp_path), tmp_path / "work"
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
@@ -215,6 +219,7 @@ def test_parallel_jobs_share_the_cores(tmp_path):
     assert f"threads {threads}" in log
 
 
+@pytest.mark.slow
 def test_missing_backbone_file_blocks_its_rows(tmp_path):
     suite = write_suite(tmp_path, extra_backbone='bb_missing: {arch: resnet18, source: '
                                                   '"{weights}/absent.pth"}')
@@ -224,6 +229,7 @@ def test_missing_backbone_file_blocks_its_rows(tmp_path):
     assert calls(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_slurm_launcher_through_submitit(tmp_path):
     """submitit's local executor stands in for sbatch: the same submission code path."""
     pytest.importorskip("submitit")
@@ -423,6 +429,7 @@ def test_hidden_extra_is_missing_extra_and_exit_zero(tmp_path):
 
 
 @pytest.mark.multiprocess
+@pytest.mark.slow
 def test_hidden_extra_is_refused_by_the_tools(tmp_path):
     env = dict(os.environ, VICREGL_HIDE_EXTRAS="detectron2")
     proc = subprocess.run([sys.executable, str(ROOT / "tools/det_train.py"), "--help"], cwd=ROOT,

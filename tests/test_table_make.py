@@ -99,6 +99,7 @@ def recorded(tmp_path_factory):
     return tmp, work
 
 
+@pytest.mark.slow
 def test_results_json_collects_every_row(recorded):
     _, work = recorded
     results = json.loads((work / "results.json").read_text())
