@@ -44,7 +44,7 @@ SUITE = ROOT / "configs" / "suites" / "demo_cpu.yaml"
 
 # (images, size) per dataset; "quick" only checks the plumbing.
 SIZES = {
-    "full": {"pretrain_images": 2000, "pretrain_val": 500, "seg_train": 200, "seg_val": 50,
+    "full": {"pretrain_images": 2000, "pretrain_val": 500, "seg_train": 200, "seg_val": 30,
              "seg_size": 96, "coco_train": 64, "coco_val": 16, "coco_size": 128},
     "quick": {"pretrain_images": 64, "pretrain_val": 32, "seg_train": 8, "seg_val": 4,
               "seg_size": 64, "coco_train": 4, "coco_val": 2, "coco_size": 96},
