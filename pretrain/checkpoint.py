@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from pretrain.pids import pid_alive
+
 TRAIN_FORMAT = "vicregl-suite/train-checkpoint/v1"
 BACKBONE_FORMAT = "vicregl-suite/backbone/v1"
 
@@ -45,20 +47,12 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     removed = []
     for tmp in path.parent.glob(f".{path.name}.tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def git_sha(repo: str | Path | None = None) -> str:

@@ -9,6 +9,21 @@ for path in (ROOT, ROOT / "tests"):
 
 import pytest  # noqa: E402
 
+
+def load_tool(name: str):
+    """A tools/ script as a module, to call its functions in this process. tools/ goes at the
+    END of sys.path (the scripts import their _bootstrap neighbour): first, it would make
+    `import pretrain` find tools/pretrain.py instead of the package."""
+    import importlib.util
+
+    tools = str(ROOT / "tools")
+    if tools not in sys.path:
+        sys.path.append(tools)
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 from transfer.extras import install_import_blocker  # noqa: E402
 
 # VICREGL_HIDE_EXTRAS=detectron2: the tests see the package as absent (importorskip skips,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import load_tool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "docker" / "Dockerfile").read_text()
@@ -91,18 +92,6 @@ def test_compose_runs_a_suite_with_gpus_and_volumes():
     assert command[command.index("--work-dir") + 1].startswith("/work_dirs/")
     assert demo["command"][:2] == ["python", "tools/demo.py"] and "deploy" not in demo
 
-
-def load_tool(name: str):
-    """A tools/ script as a module (they import their _bootstrap neighbour)."""
-    import importlib.util
-    import sys
-
-    if str(ROOT / "tools") not in sys.path:
-        sys.path.append(str(ROOT / "tools"))  # last: tools/pretrain.py is not the package
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_compose_commands_parse_and_are_documented():

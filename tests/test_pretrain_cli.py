@@ -7,17 +7,11 @@ from pathlib import Path
 import pytest
 
 from pretrain.config import load_config
+from conftest import load_tool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "configs/pretrain").glob("*.yaml"))
 
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "tools"))
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("tool", ["pretrain", "export_backbone"])

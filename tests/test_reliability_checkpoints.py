@@ -14,19 +14,13 @@ import torch
 from bad_inputs import KINDS, payload_is_live, snapshot, write_bad, write_bad_pkl
 from pretrain.checkpoint import TRAIN_FORMAT, atomic_save, export_backbone
 from pretrain.config import load_config
+from conftest import load_tool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs/pretrain/vicregl_convnext_mini_2x96+2x64_cpu_smoke.yaml"
 TINY = ["data.num_images=32", "optim.batch_size=8", "optim.epochs=1", "optim.warmup_epochs=0",
         "model.mlp=64-64", "model.maps_mlp=32-32"]
 
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "tools"))
-    spec.loader.exec_module(module)
-    return module
 
 
 def train_checkpoint(arch: str) -> dict:

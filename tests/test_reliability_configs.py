@@ -13,19 +13,13 @@ import pytest
 
 from pretrain.config import load_config
 from pretrain.preflight import ConfigValueError, check_output_dir, check_pretrain_config
+from conftest import load_tool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs/pretrain/vicregl_convnext_mini_2x96+2x64_cpu_smoke.yaml"
 # a data root that does not exist: a config error must come before the dataset is looked at
 NO_DATA = ["data.kind=imagefolder", "data.root=/nonexistent/imagenet"]
 
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "tools"))
-    spec.loader.exec_module(module)
-    return module
 
 
 def pretrain_error(*overrides: str, config=SMOKE) -> str:

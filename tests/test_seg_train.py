@@ -21,6 +21,7 @@ from transfer.metrics import read_metrics  # noqa: E402
 from transfer.mmseg_side.checkpoint import read_checkpoint  # noqa: E402
 from transfer.mmseg_side.runner import MMENGINE_CHECKPOINT_GLOBALS, run_dir_of  # noqa: E402
 from transfer.synthetic_datasets import WRITERS  # noqa: E402
+from conftest import load_tool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
@@ -39,14 +40,6 @@ def run(*args):
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=ENV,
                           capture_output=True, text=True)
 
-
-def load_tool(name: str):
-    """A tool as a module, to call its main() in this process (no runner is built)."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "tools"))
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pretrain.pids import pid_alive
 from transfer import extras
 from transfer.seeds import aggregate_metrics, row_state
 from transfer.suite import ROOT, Plan, Step
@@ -142,25 +143,11 @@ def step_state(step: Step) -> tuple[str, str]:
         return state, f"return code {status.get('returncode')}, log {status.get('log')}"
     if state == "running":
         pid = status.get("pid")
-        if status.get("host") == socket.gethostname() and pid and _alive(pid):
+        if status.get("host") == socket.gethostname() and pid and pid_alive(pid):
             return "running", f"process {pid} on this machine is running it, log {status.get('log')}"
         # the runner was killed while this step ran, and its process is gone
         return "interrupted", f"was running on {status.get('host')}, log {status.get('log')}"
     return "pending", why
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 # The framework each task's tool imports. detectron2 is an optional extra (its rows are
