@@ -127,6 +127,34 @@ def test_linear_probe_resumes_to_the_same_result(data_root, tmp_path, monkeypatc
     assert b["reference_settings"]["lr"] == 0.3 and b["reference_settings"]["total_batch"] == 256
 
 
+def test_knn_seeds_in_one_process_draw_their_banks_and_a_rerun_skips_them(data_root,
+                                                                         tmp_path):
+    from transfer.cls_eval import evaluate
+
+    def knn(fraction, seeds):
+        return evaluate(arch="convnext_mini", backbone="random:0", data_root=data_root,
+                        work_dir=tmp_path / str(fraction), protocol="knn", seeds=seeds,
+                        memory_fraction=fraction, k=3,
+                        recipe=linear_probe.LinearRecipe(batch_size=6, crop=32, resize=32,
+                                                         workers=0))
+
+    full = knn(1.0, [0, 1])  # the whole bank: the vote is deterministic, seeds agree
+    assert full[0] == full[1]
+    half = knn(0.5, [0, 1, 2])
+    assert sorted(half) == [0, 1, 2]
+    records = [json.loads((tmp_path / "0.5" / f"seed{s}" / "metrics.json").read_text())
+               for s in range(3)]
+    assert [r["settings"]["seed"] for r in records] == [0, 1, 2]
+    assert all(r["settings"]["memory_fraction"] == 0.5 for r in records)
+    assert records[0]["reference_settings"]["memory_fraction"] == 1.0
+    # the banks differ: the seeds draw different halves of the training images
+    from transfer.dense_retrieval import choose_subset
+
+    n = records[0]["num_train"]
+    assert len({tuple(choose_subset(n, 0.5, s)) for s in range(3)}) > 1
+    assert knn(0.5, [0, 1, 2]) == {}  # all finished: nothing runs again
+
+
 def test_resume_refuses_another_runs_checkpoint(data_root, tmp_path):
     _linear(data_root, tmp_path, epochs=1)
     from transfer.cls_eval import evaluate

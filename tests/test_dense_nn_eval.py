@@ -80,3 +80,25 @@ def test_wrong_data_root_names_the_missing_folder(tmp_path):
     out = run_tool(VOC, "--data-root", tmp_path / "nowhere", "--work-dir", tmp_path / "w")
     assert out.returncode != 0
     assert "nowhere/VOCdevkit/VOC2012" in out.stderr
+
+
+@pytest.mark.slow
+def test_several_seeds_in_one_process_then_a_rerun_skips_them(data_root, tmp_path):
+    out = run_tool(VOC, "--data-root", data_root, "--work-dir", tmp_path,
+                   "--memory-fraction", "0.5", "--seeds", "0", "1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = [json.loads((tmp_path / f"seed{s}" / "metrics.json").read_text()) for s in (0, 1)]
+    assert [r["settings"]["seed"] for r in records] == [0, 1]
+    assert all(r["memory_images"] == 3 for r in records)
+    assert not (tmp_path / "metrics.json").exists()  # --seeds writes only the seed folders
+    stamps = [(tmp_path / f"seed{s}" / "metrics.json").stat().st_mtime_ns for s in (0, 1)]
+    (tmp_path / "seed1" / "metrics.json").write_text("{\"task\": ")  # torn by a kill
+    again = run_tool(VOC, "--data-root", data_root, "--work-dir", tmp_path,
+                     "--memory-fraction", "0.5", "--seeds", "0", "1")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "seed 0: " in again.stdout and "is complete, skipped" in again.stdout
+    assert (tmp_path / "seed0" / "metrics.json").stat().st_mtime_ns == stamps[0]
+    assert json.loads((tmp_path / "seed1" / "metrics.json").read_text())["settings"]["seed"] == 1
+    both = run_tool(VOC, "--data-root", data_root, "--work-dir", tmp_path, "--seed", "0",
+                    "--seeds", "1")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr

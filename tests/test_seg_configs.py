@@ -160,6 +160,37 @@ def test_max_iters_keeps_the_schedule_shape():
     assert cfg.train_cfg.val_interval == 40 and cfg.default_hooks.checkpoint.interval == 40
 
 
+def lr_curve(cfg, base_lr: float = 0.01) -> list[float]:
+    """The lr of every iteration, from mmengine's own schedulers stepped as its
+    ParamSchedulerHook steps them (each scheduler after each iteration)."""
+    import torch
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base_lr)
+    schedulers = [PARAM_SCHEDULERS.build(dict(s, optimizer=optimizer))
+                  for s in cfg.param_scheduler]
+    curve = []
+    for _ in range(cfg.train_cfg.max_iters):
+        curve.append(optimizer.param_groups[0]["lr"])
+        for scheduler in schedulers:
+            scheduler.step()
+    return curve
+
+
+@pytest.mark.parametrize("config", ["linear_convnext_small_ade20k_160k.py",
+                                    "linear_convnext_small_voc12aug_40k.py"])
+def test_a_shortened_schedule_still_warms_up_to_the_full_lr(config):
+    """80 iterations of the 160k ADE20k schedule scaled the 1500-iteration warm-up to one
+    iteration, after which mmengine's LinearLR never raised the lr from 1e-6 x lr: the demo's
+    ADE20k head did not train (mIoU ~0 for every backbone)."""
+    cfg = load(ROOT / "configs/segmentation" / config)
+    overrides.set_max_iters(cfg, 80)
+    curve = lr_curve(cfg)
+    assert curve[0] < 1e-7  # the warm-up starts at 1e-6 x lr, as in the protocol
+    assert max(curve) > 0.9 * 0.01, max(curve)  # ... and reaches the full lr
+    assert curve[-1] < 0.01 * 0.05  # poly decay to ~0 at the end
+
+
 def test_data_root_and_batch(tmp_path):
     cfg = load(ROOT / "configs/segmentation/linear_resnet50_voc12aug_40k.py")
     root = overrides.set_data_root(cfg, tmp_path)

@@ -28,6 +28,7 @@ import _bootstrap  # noqa: F401
 
 from pretrain.slurm import Requeueable, add_slurm_args, submit
 from transfer.linear_probe import LinearRecipe
+from transfer.seed_runs import add_seed_args
 
 DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
 
@@ -47,10 +48,14 @@ def parse_args(argv=None):
     p.add_argument("--work-dir", required=True, help="metrics.json and the probe checkpoint")
     p.add_argument("--protocol", choices=("knn", "linear"), default="knn",
                    help="knn: training-free, minutes; linear: the official 100-epoch probe")
-    p.add_argument("--seed", type=int, default=0, help="data order, head init, random:SEED")
+    add_seed_args(p, "the linear head's data order and init, the k-NN bank's subset")
     knn = p.add_argument_group("k-NN (DINO's weighted vote)")
     knn.add_argument("--k", type=int, default=20, help="neighbours (reference 20)")
     knn.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(sim/T)")
+    knn.add_argument("--memory-fraction", type=float, default=1.0,
+                     help="share of the training images in the bank, drawn by the seed (1.0, "
+                          "the reference, uses all: the vote is then deterministic and seeds "
+                          "give one number; below 1, seeds measure how much the bank matters)")
     lin = p.add_argument_group("linear probe (official evaluate.py; defaults = reference)")
     lin.add_argument("--epochs", type=int, default=ref.epochs)
     lin.add_argument("--batch-size", type=int, default=ref.batch_size,
@@ -80,8 +85,8 @@ def run(args) -> dict | None:
     try:
         return evaluate(arch=args.arch, backbone=args.backbone, data_root=args.data_root,
                         work_dir=args.work_dir, protocol=args.protocol, dataset=args.dataset,
-                        seed=args.seed, recipe=recipe_of(args), k=args.k,
-                        temperature=args.temperature)
+                        seed=args.seed, seeds=args.seeds, recipe=recipe_of(args), k=args.k,
+                        temperature=args.temperature, memory_fraction=args.memory_fraction)
     except (FileNotFoundError, ValueError) as exc:  # layout, checkpoint, resume mismatch
         raise SystemExit(f"cls_eval: {exc}") from exc
 
@@ -92,10 +97,11 @@ def main(argv=None) -> int:
         args.slurm = False  # the job itself runs here-and-now on each task
         submit(Requeueable(run, args), args, args.work_dir, f"cls_{args.protocol}")
         return 0
-    metrics = run(args)
-    if metrics is not None:
-        print(f"{args.protocol}: top1 {metrics['top1']:.2f}, top5 {metrics['top5']:.2f} -> "
-              f"{args.work_dir}/metrics.json")
+    results = run(args)
+    for seed, metrics in (results or {}).items():  # None on the other ranks
+        where = f"{args.work_dir}/seed{seed}" if args.seeds else args.work_dir
+        print(f"{args.protocol} seed {seed}: top1 {metrics['top1']:.2f}, "
+              f"top5 {metrics['top5']:.2f} -> {where}/metrics.json")
     return 0
 
 

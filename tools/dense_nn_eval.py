@@ -14,9 +14,10 @@ Examples:
   python tools/dense_nn_eval.py configs/segmentation/linear_resnet50_voc12aug_40k.py \\
       --arch resnet50 --backbone runs/r50/backbone.pth --data-root data \\
       --work-dir runs/eval/r50_dense_nn
-  # 1/8 of the training images, three seeds (each seed draws its own subset)
-  for s in 0 1 2; do python tools/dense_nn_eval.py CONFIG --arch A --backbone B \\
-      --memory-fraction 0.125 --seed $s --work-dir W/seed$s; done
+  # 1/8 of the training images, three seeds in one process (each draws its own subset):
+  # W/seed0/metrics.json, W/seed1/..., W/seed2/...; a rerun skips the finished seeds
+  python tools/dense_nn_eval.py CONFIG --arch A --backbone B --memory-fraction 0.125 \\
+      --seeds 0 1 2 --work-dir W
   # CPU smoke run on the synthetic VOC layout (64-pixel images)
   python tools/dense_nn_eval.py configs/segmentation/linear_convnext_small_voc12aug_40k.py \\
       --arch convnext_mini --backbone random:0 --data-root /tmp/synth --work-dir /tmp/dnn \\
@@ -32,6 +33,7 @@ from mmengine.config import DictAction
 
 from transfer.dense_retrieval import FEATURES, LABEL_POOLING
 from transfer.mmseg_side.dense_nn import DenseNNSettings
+from transfer.seed_runs import add_seed_args
 
 DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
 
@@ -49,8 +51,7 @@ def parse_args(argv=None):
                    help=f"root holding VOCdevkit/VOC2012, cityscapes, ade/ADEChallengeData2016 "
                         f"(default ${DATA_ROOT_ENV} or data)")
     p.add_argument("--work-dir", required=True, help="where metrics.json goes")
-    p.add_argument("--seed", type=int, default=0,
-                   help="chooses the memory subset and its augmentation (and random:SEED)")
+    add_seed_args(p, "the memory subset and its augmentation")
     p.add_argument("--memory-fraction", type=float, default=ref.memory_fraction,
                    help="share of the training images in the memory (Hummingbird: 1/128 .. 1)")
     p.add_argument("--memory-epochs", type=int, default=ref.memory_epochs,
@@ -93,14 +94,16 @@ def main(argv=None) -> int:
     from transfer.mmseg_side.dense_nn import evaluate
 
     try:
-        result = evaluate(args.config, arch=args.arch, backbone=args.backbone,
-                          data_root=args.data_root, work_dir=args.work_dir, seed=args.seed,
-                          settings=settings_of(args), crop_size=args.crop_size,
-                          cfg_options=args.cfg_options)
+        results = evaluate(args.config, arch=args.arch, backbone=args.backbone,
+                           data_root=args.data_root, work_dir=args.work_dir, seed=args.seed,
+                           seeds=args.seeds, settings=settings_of(args),
+                           crop_size=args.crop_size, cfg_options=args.cfg_options)
     except (FileNotFoundError, ValueError) as exc:  # layout, checkpoint, options
         raise SystemExit(f"dense_nn_eval: {exc}") from exc
-    print(f"dense_nn: mIoU {result['mIoU']:.2f}, mAcc {result['mAcc']:.2f} -> "
-          f"{args.work_dir}/metrics.json")
+    for seed, result in results.items():
+        where = f"{args.work_dir}/seed{seed}" if args.seeds else args.work_dir
+        print(f"dense_nn seed {seed}: mIoU {result['mIoU']:.2f}, mAcc {result['mAcc']:.2f} "
+              f"-> {where}/metrics.json")
     return 0
 
 

@@ -16,6 +16,9 @@ Examples:
   # SLURM, one task per GPU; requeue with the same command plus --resume
   srun -N 2 --ntasks-per-node 4 --gpus-per-task 1 python tools/seg_train.py CONFIG \\
       --launcher slurm --checkpoint C --work-dir W --resume
+  # three seeds of the head in one process (start-up paid once): W/seed0, W/seed1, W/seed2;
+  # the same command again skips the finished seeds (add --resume to continue a killed one)
+  python tools/seg_train.py CONFIG --checkpoint C --work-dir W --seeds 0 1 2
   # CPU smoke run on the synthetic data: 20 iterations of 64-pixel crops
   python tools/seg_train.py configs/segmentation/linear_convnext_small_voc12aug_40k.py \\
       --checkpoint mini.pth --data-root /tmp/synth --max-iters 20 --crop-size 64 \\
@@ -37,6 +40,7 @@ from pretrain.preflight import check_output_dir
 from transfer.mmseg_side import overrides
 from transfer.mmseg_side.checkpoint import arch_of_backbone_cfg, read_checkpoint
 from transfer.mmseg_side.layouts import check_dataset
+from transfer.seed_runs import add_seed_args, planned_runs
 
 DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
 
@@ -71,10 +75,8 @@ def parse_args(argv=None):
                              "with 64-pixel synthetic images); for tests and demos")
     parser.add_argument("--num-workers", type=int,
                         help="dataloader workers per process (0 loads in the main process)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="random seed of the head's initialisation, the data order and the "
-                             "augmentation (a suite's 'seeds: N' passes 0..N-1); recorded in "
-                             "metrics.json settings")
+    add_seed_args(parser, "the head's initialisation, the data order and the augmentation "
+                          "(recorded in metrics.json settings)")
     parser.add_argument("--deterministic", action="store_true",
                         help="cuDNN deterministic algorithms, benchmark off: the same seed "
                              "then gives the same number on a GPU, at some speed cost (no "
@@ -85,7 +87,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def build_config(args) -> tuple[Config, dict]:
+def build_config(args, seed: int, work_dir: str) -> tuple[Config, dict]:
     try:
         overrides.check_arguments(args.total_batch, args.max_iters, args.crop_size,
                                   args.num_workers)
@@ -96,8 +98,13 @@ def build_config(args) -> tuple[Config, dict]:
         raise SystemExit(str(exc)) from exc
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
-    cfg.work_dir = args.work_dir or str(Path("runs/segmentation") / Path(args.config).stem)
-    cfg.randomness = dict(seed=args.seed, deterministic=args.deterministic)
+    cfg.work_dir = work_dir
+    cfg.randomness = dict(seed=seed, deterministic=args.deterministic)
+    # mmengine keeps its logger, scope and visualiser per name for the whole process: a name
+    # per run keeps the runs of --seeds from writing into the first one's log folder
+    cfg.experiment_name = f"{Path(args.config).stem}_seed{seed}_{time.strftime('%Y%m%d_%H%M%S')}"
+    if cfg.get("visualizer"):
+        cfg.visualizer.name = f"visualizer_{cfg.experiment_name}"
     world = overrides.world_size(args.launcher)
     data_dir = overrides.set_data_root(cfg, args.data_root)
     overrides.set_batch(cfg, args.total_batch or cfg.total_batch_size, world)
@@ -154,7 +161,19 @@ def check_resume_checkpoint(cfg) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg, run = build_config(args)
+    work_dir = args.work_dir or str(Path("runs/segmentation") / Path(args.config).stem)
+    try:
+        runs = planned_runs(work_dir, args.seed, args.seeds)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
+    for seed, folder in runs:
+        train_one(args, seed, str(folder))
+    return 0
+
+
+def train_one(args, seed: int, work_dir: str) -> None:
+    """One seed: checks, training, the final validation, metrics.json in ``work_dir``."""
+    cfg, run = build_config(args, seed, work_dir)
     backbone = preflight(cfg, args)
 
     from mmengine.dist import barrier, is_main_process
@@ -188,8 +207,8 @@ def main(argv=None) -> int:
                 "per_class_acc": per_class_acc, "iterations": cfg.train_cfg.max_iters,
                 "total_batch": cfg.train_dataloader.batch_size * run["world"],
                 "log_dir": runner.log_dir})
-        print(f"mIoU {metric.summary['mIoU']:.2f}, mAcc {metric.summary['mAcc']:.2f}: {path}")
-    return 0
+        print(f"seed {seed}: mIoU {metric.summary['mIoU']:.2f}, "
+              f"mAcc {metric.summary['mAcc']:.2f}: {path}")
 
 
 if __name__ == "__main__":

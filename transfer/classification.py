@@ -27,7 +27,7 @@ from transfer.weights import BackboneWeights, read_backbone
 # unlike the pretraining augmentation's 0.228).
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 KNN_REFERENCE = {"k": 20, "temperature": 0.07, "crop": 224, "resize": 256,
-                 "features": "pooled", "precision": "fp32"}
+                 "features": "pooled", "precision": "fp32", "memory_fraction": 1.0}
 LAYOUT = "ROOT/<dataset>/train/<class>/<image> and ROOT/<dataset>/val/<class>/<image>"
 
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from transfer import dense_retrieval as dr
 from transfer.classification import frozen_backbone
 from transfer.metrics import write_metrics
+from transfer.seed_runs import planned_runs
 
 from . import dense_data
 from .layouts import check_dataset
@@ -103,30 +104,40 @@ def _settings(s: DenseNNSettings, cfg, config: str, seed: int, memory: int, devi
 
 def evaluate(config: str, *, arch: str, backbone: str, data_root: str, work_dir: str,
              seed: int = 0, settings: DenseNNSettings | None = None,
-             crop_size: int | None = None, cfg_options: dict | None = None) -> dict:
-    """Run the dense k-NN evaluation of ``backbone`` on ``config``'s dataset."""
+             crop_size: int | None = None, cfg_options: dict | None = None,
+             seeds: list[int] | None = None) -> dict[int, dict]:
+    """Run the dense k-NN evaluation of ``backbone`` on ``config``'s dataset: once with
+    ``seed`` into ``work_dir``, or once per seed of ``seeds`` into ``work_dir/seed<k>`` (the
+    config, datasets and checks paid once; finished seeds skipped). Returns {seed: metrics}."""
+    runs = planned_runs(work_dir, seed, seeds)
+    if not runs:
+        return {}
     s = settings or DenseNNSettings()
-    start = time.time()
     cfg = dense_data.load_config(config, data_root, crop_size, cfg_options)
     print(check_dataset(cfg.dataset_name, data_root))  # a wrong root fails here, by name
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, weights = frozen_backbone(arch, backbone, device, seed)
     train = dense_data.build_split(cfg, "train", s.augment)
     val = dense_data.build_split(cfg, "val")
     classes, ignore_index = dense_data.dataset_meta(val)
     norm = dense_data.Normaliser(cfg.model.data_preprocessor)
-    indices = dr.choose_subset(len(train), s.memory_fraction, seed)
-    bank, labels = build_memory(model, train, indices, norm, s, len(classes), ignore_index,
-                                device, seed)
-    conf = segment_val(model, val, bank, labels, norm, s, len(classes), ignore_index, device)
-    result = dr.segmentation_metrics(conf, classes)
-    per_class_acc = result.pop("per_class_acc")
-    write_metrics(Path(work_dir) / "metrics.json", task="dense_retrieval",
-                  dataset=cfg.dataset_name, protocol="dense_nn", config=config,
-                  backbone=weights.info(), metrics=result, wall_s=time.time() - start,
-                  gpus=int(device.type == "cuda"),
-                  settings=_settings(s, cfg, config, seed, len(bank), device),
-                  reference={**REFERENCE, "crop": cfg.reference_crop, "precision": "fp32"},
-                  extra={"per_class_acc": per_class_acc, "memory_images": len(indices),
-                         "train_images": len(train), "val_images": len(val)})
-    return result
+    results = {}
+    for run_seed, folder in runs:
+        start = time.time()
+        model, weights = frozen_backbone(arch, backbone, device, run_seed)
+        indices = dr.choose_subset(len(train), s.memory_fraction, run_seed)
+        bank, labels = build_memory(model, train, indices, norm, s, len(classes), ignore_index,
+                                    device, run_seed)
+        conf = segment_val(model, val, bank, labels, norm, s, len(classes), ignore_index,
+                           device)
+        result = dr.segmentation_metrics(conf, classes)
+        per_class_acc = result.pop("per_class_acc")
+        write_metrics(folder / "metrics.json", task="dense_retrieval",
+                      dataset=cfg.dataset_name, protocol="dense_nn", config=config,
+                      backbone=weights.info(), metrics=result, wall_s=time.time() - start,
+                      gpus=int(device.type == "cuda"),
+                      settings=_settings(s, cfg, config, run_seed, len(bank), device),
+                      reference={**REFERENCE, "crop": cfg.reference_crop, "precision": "fp32"},
+                      extra={"per_class_acc": per_class_acc, "memory_images": len(indices),
+                             "train_images": len(train), "val_images": len(val)})
+        results[run_seed] = result
+    return results

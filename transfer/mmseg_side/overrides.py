@@ -85,10 +85,15 @@ def set_max_iters(cfg, max_iters: int) -> float:
     factor = max_iters / old
     cfg.train_cfg.max_iters = max_iters
     cfg.train_cfg.val_interval = max(1, round(cfg.train_cfg.val_interval * factor))
+    previous_end = 0
     for scheduler in cfg.param_scheduler:
-        begin = round(scheduler.get("begin", 0) * factor)
+        begin = max(round(scheduler.get("begin", 0) * factor), previous_end)
         end = round(scheduler.get("end", old) * factor)
-        scheduler.begin, scheduler.end = begin, max(end, begin + 1)
+        # at least 2 iterations: mmengine's LinearLR over begin..begin+1 sets the lr to
+        # start_factor x lr and never raises it again (its ramp has end - begin - 1 = 0
+        # steps), so a 1500-of-160k warm-up shrunk to 1 iteration trained at 1e-6 x lr
+        scheduler.begin, scheduler.end = begin, max(end, begin + 2)
+        previous_end = scheduler.end
     hooks = cfg.default_hooks
     hooks.checkpoint.interval = max(1, round(hooks.checkpoint.interval * factor))
     hooks.logger.interval = min(hooks.logger.interval, max_iters)
