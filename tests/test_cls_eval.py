@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from pretrain.synthetic import CLASS_NAMES, render_scene
-from transfer import classification as cls
-from transfer import linear_probe
+from transfer.evaluation import classification as cls
+from transfer.evaluation import linear_probe
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
@@ -95,7 +95,7 @@ def test_wrong_data_root_is_a_clear_error(tmp_path):
 
 
 def _linear(data_root, work_dir, epochs=2):
-    from transfer.cls_eval import evaluate
+    from transfer.evaluation.cls_eval import evaluate
 
     recipe = linear_probe.LinearRecipe(epochs=epochs, batch_size=6, crop=32, resize=32,
                                        workers=0)
@@ -129,7 +129,7 @@ def test_linear_probe_resumes_to_the_same_result(data_root, tmp_path, monkeypatc
 
 def test_resume_refuses_another_runs_checkpoint(data_root, tmp_path):
     _linear(data_root, tmp_path, epochs=1)
-    from transfer.cls_eval import evaluate
+    from transfer.evaluation.cls_eval import evaluate
 
     with pytest.raises(ValueError, match="another run.*epochs"):
         evaluate(arch="convnext_mini", backbone="random:0", data_root=data_root,

@@ -14,7 +14,7 @@ from pretrain.synthetic import write_image_folder
 from pretrain.transforms import MultiCropAugmentation
 from transfer.detectron2_side.annotations import check_coco_annotations
 from transfer.mmseg_side.layouts import DatasetLayoutError, check_dataset
-from transfer.synthetic_datasets import write_cityscapes, write_voc12aug
+from transfer.synthetic.segmentation import write_cityscapes, write_voc12aug
 
 BAD_IMAGES = ("truncated_jpeg", "zero_bytes", "text_as_jpg")
 

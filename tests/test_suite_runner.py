@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from transfer.suite import SuiteError, load_suite, make_plan, select
+from transfer.suite.spec import SuiteError, load_suite, make_plan, select
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -287,7 +287,7 @@ def test_paper_suites_expand_to_the_real_commands(tmp_path):
     assert seg.argv[1:4] == ["tools/seg_train.py",
                              "configs/segmentation/linear_resnet50_voc12aug_40k.py", "--checkpoint"]
     assert seg.needs == ["convert:official_r50_alpha0.75"] and "--launcher" in seg.argv
-    from transfer.suite_runner import launch_argv
+    from transfer.suite.runner import launch_argv
 
     assert launch_argv(seg)[1:5] == ["-m", "torch.distributed.run", "--standalone",
                                      "--nproc_per_node=8"]
@@ -469,7 +469,7 @@ def test_runner_with_a_fake_framework_check(tmp_path, monkeypatch, capsys, insta
     """The detection row with detectron2 reported present (it runs: here the fake stands in
     for det_train) and absent (missing_extra, exit 0), in-process, on any machine."""
     from transfer import extras
-    from transfer.suite_runner import RunOptions, SuiteRunner, framework_missing
+    from transfer.suite.runner import RunOptions, SuiteRunner, framework_missing
 
     suite, work = write_detection_suite(tmp_path), tmp_path / "work"
     real = extras.available

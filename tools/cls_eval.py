@@ -27,7 +27,7 @@ import sys
 import _bootstrap  # noqa: F401
 
 from pretrain.slurm import Requeueable, add_slurm_args, submit
-from transfer.linear_probe import LinearRecipe
+from transfer.evaluation.linear_probe import LinearRecipe
 
 DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
 
@@ -75,7 +75,7 @@ def recipe_of(args) -> LinearRecipe:
 
 
 def run(args) -> dict | None:
-    from transfer.cls_eval import evaluate
+    from transfer.evaluation.cls_eval import evaluate
 
     try:
         return evaluate(arch=args.arch, backbone=args.backbone, data_root=args.data_root,

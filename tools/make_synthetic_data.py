@@ -8,7 +8,7 @@ Formats and where they go (the data-root convention of shared/design.md):
   voc         ROOT/VOCdevkit/VOC2012            PASCAL VOC 2012 + SBD aug (segmentation)
   cityscapes  ROOT/cityscapes                   Cityscapes fine, label train ids
   ade20k      ROOT/ade/ADEChallengeData2016     ADE20k SceneParsing
-  coco        ROOT/coco                         COCO instances (transfer.synthetic_detection)
+  coco        ROOT/coco                         COCO instances (transfer.synthetic.detection)
   voc_det     ROOT/VOC2007, ROOT/VOC2012        VOC detection XML, detectron2's layout (idem)
   imagefolder ROOT/imagenet/{train,val}/<class>/ ImageNet-style folder (pretraining, k-NN)
 
@@ -23,16 +23,16 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
-from transfer.synthetic_datasets import WRITERS
+from transfer.synthetic.segmentation import WRITERS
 
 FORMATS = ("voc", "cityscapes", "ade20k", "coco", "voc_det", "imagefolder")
 
 
 def write_detection(kind: str, root: Path, num_train: int, num_val: int, size: int, seed: int):
     try:
-        from transfer import synthetic_detection
+        from transfer.synthetic import detection as synthetic_detection
     except ImportError as exc:
-        raise SystemExit(f"--formats {kind} needs transfer/synthetic_detection.py "
+        raise SystemExit(f"--formats {kind} needs transfer/synthetic/detection.py "
                          f"(write_coco, write_voc_detection), which could not be imported: "
                          f"{exc}") from exc
     writer = synthetic_detection.write_coco if kind == "coco" else \

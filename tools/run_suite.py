@@ -37,8 +37,8 @@ import sys
 import _bootstrap  # noqa: F401
 
 from pretrain.config import data_root as default_data_root
-from transfer.suite import SuiteError, load_suite, make_plan, select
-from transfer.suite_runner import (RunOptions, SuiteRunner, collect, framework_missing,
+from transfer.suite.spec import SuiteError, load_suite, make_plan, select
+from transfer.suite.runner import (RunOptions, SuiteRunner, collect, framework_missing,
                                    launch_argv, step_state, write_json)
 
 
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     if args.dry_run:
         print_plan(steps, plan)
         return 0
-    from transfer.tables import make_tables
+    from transfer.suite.tables import make_tables
 
     def tables():
         if args.no_tables:

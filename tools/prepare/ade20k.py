@@ -18,7 +18,7 @@ from pathlib import Path
 from _common import add_common_args, fail
 
 from transfer.mmseg_side.layouts import DatasetLayoutError, check_ade20k
-from transfer.synthetic_datasets import ADE20K_SUBDIR
+from transfer.synthetic.segmentation import ADE20K_SUBDIR
 
 
 def unpack(archive: Path, ade_parent: Path) -> None:

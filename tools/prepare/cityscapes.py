@@ -20,7 +20,7 @@ from pathlib import Path
 from _common import add_common_args, fail, missing_files, mmseg_converter, run_parallel
 
 from transfer.mmseg_side.layouts import FULL_COUNTS, DatasetLayoutError, check_cityscapes
-from transfer.synthetic_datasets import CITYSCAPES_SUBDIR
+from transfer.synthetic.segmentation import CITYSCAPES_SUBDIR
 
 SPLITS = ("train", "val")
 

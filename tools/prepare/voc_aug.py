@@ -21,7 +21,7 @@ from pathlib import Path
 from _common import add_common_args, fail, missing_files, mmseg_converter, run_parallel
 
 from transfer.mmseg_side.layouts import DatasetLayoutError, check_voc12aug
-from transfer.synthetic_datasets import VOC_SUBDIR
+from transfer.synthetic.segmentation import VOC_SUBDIR
 
 
 def read_ids(path: Path, problems: list[str]) -> list[str]:

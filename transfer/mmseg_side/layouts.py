@@ -11,7 +11,7 @@ root (``VOCdevkit/VOC2012``, ``cityscapes``, ``ade/ADEChallengeData2016``).
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transfer.synthetic_datasets import ADE20K_SUBDIR, CITYSCAPES_SUBDIR, VOC_SUBDIR
+from transfer.synthetic.segmentation import ADE20K_SUBDIR, CITYSCAPES_SUBDIR, VOC_SUBDIR
 
 # The released datasets' sizes, checked when ``full=True`` (data preparation of real data).
 FULL_COUNTS = {

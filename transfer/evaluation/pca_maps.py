@@ -144,7 +144,7 @@ def write_pca_maps(backbones: list[tuple[str, str, str]], data_root: str | Path,
                    path: str | Path, count: int = 2, stage: int = 4, shifts: int = 4) -> Path:
     """The PCA figure for ``backbones`` = [(label, arch, source)] on ``count`` VOC validation
     images of ``data_root``; returns the PNG's path."""
-    from transfer.synthetic_datasets import voc_palette
+    from transfer.synthetic.segmentation import voc_palette
 
     samples = voc_val_samples(data_root, count)
     maps: dict[str, list[np.ndarray]] = {}

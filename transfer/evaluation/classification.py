@@ -8,7 +8,7 @@ k-NN protocol (DINO, Caron et al. 2021, eval_knn.py): features L2-normalised, co
 similarity, the k = 20 nearest training images vote for their class with weight
 exp(sim / 0.07), votes summed per class; top-1 / top-5 of the summed votes. Train and val
 images both go through the evaluation transform (resize 256, centre crop 224).
-The linear protocol is in ``transfer/linear_probe.py``.
+The linear protocol is in ``transfer/evaluation/linear_probe.py``.
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from torchvision import datasets, transforms
 from tqdm import tqdm
 
 from pretrain.backbones import build_backbone
-from transfer.knn import l2_normalise, topk_cosine
+from transfer.evaluation.knn import l2_normalise, topk_cosine
 from transfer.weights import BackboneWeights, read_backbone
 
 # torchvision's ImageNet statistics, as the official evaluate.py normalises (std 0.229 here,

@@ -2,7 +2,7 @@
 
 This module reads and checks a suite file and expands it into a plan: the steps to run
 (pretraining, conversion, experiments), each with its folder, command and dependencies.
-``transfer/suite_runner.py`` runs a plan and collects the results; ``transfer/tables.py``
+``transfer/suite/runner.py`` runs a plan and collects the results; ``transfer/suite/tables.py``
 turns the results into tables. No framework is imported here.
 
 A suite file (full description in docs/suites.md)::
@@ -48,7 +48,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("segmentation", "detection", "classification", "dense_retrieval", "command")
 CLASSIFICATION_PROTOCOLS = ("knn", "linear")
 BUILTINS = ("data_root", "work_dir", "root", "python", "arch", "backbone", "experiment",

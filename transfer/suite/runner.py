@@ -1,4 +1,4 @@
-"""Run a suite's plan (``transfer.suite``): resumable, on this machine or on SLURM.
+"""Run a suite's plan (``transfer.suite.spec``): resumable, on this machine or on SLURM.
 
 State lives on disk, in each step's folder, so an interrupted suite resumes where it stopped:
 
@@ -40,8 +40,8 @@ from pathlib import Path
 
 from pretrain.pids import pid_alive
 from transfer import extras
-from transfer.seeds import aggregate_metrics, row_state
-from transfer.suite import ROOT, Plan, Step
+from transfer.suite.seeds import aggregate_metrics, row_state
+from transfer.suite.spec import ROOT, Plan, Step
 
 STATUS_FILE = "suite_status.json"
 RESULTS_FILE = "results.json"

@@ -1,0 +1,1 @@
+"""Evaluations of a frozen backbone that need no framework (torch only)."""

@@ -1,0 +1,1 @@
+"""Synthetic datasets written in the real datasets' on-disk layouts."""
