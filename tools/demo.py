@@ -140,7 +140,8 @@ def _interrupt(signum, frame):
 def run_suite(plan, steps, args, variables: dict, mode: str) -> int:
     """Stage 2: the runner (per-step lines) under the overall progress monitor."""
     from transfer.suite.demo_progress import ProgressMonitor
-    from transfer.suite.runner import RunOptions, SuiteRunner, framework_missing
+    from transfer.suite.runner import RunOptions, SuiteRunner
+    from transfer.suite.state import framework_missing
 
     hint = (f"python tools/run_suite.py {SUITE.relative_to(ROOT)} --work-dir {plan.work_dir} "
             f"--data-root {plan.data_root} --pretrain"
@@ -195,7 +196,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.time()
     from transfer.extras import available
-    from transfer.suite.spec import load_suite, make_plan, select
+    from transfer.suite.plan import make_plan, select
+    from transfer.suite.spec import load_suite
     from transfer.suite.tables import (build_rows, load_paper, make_tables, read_results,
                                        summary_markdown)
     from transfer.suite.verdicts import not_finished
