@@ -107,7 +107,8 @@ def parse_args(argv=None):
 
 def write_data(root: Path, sizes: dict, detection: bool) -> None:
     """The datasets, once: a marker records the sizes so a rerun with others rewrites them."""
-    from pretrain.synthetic import write_image_folder
+    from transfer.datasets import IMAGEFOLDER_SUBDIR
+    from transfer.synthetic.image_folder import write_image_folder
     from transfer.synthetic.segmentation import WRITERS
 
     marker = root / "demo_data.json"
@@ -117,7 +118,7 @@ def write_data(root: Path, sizes: dict, detection: bool) -> None:
         return
     if root.exists():
         shutil.rmtree(root)
-    imagenet = root / "imagenet"
+    imagenet = root / IMAGEFOLDER_SUBDIR
     write_image_folder(imagenet, sizes["pretrain_images"], sizes["seg_size"], seed=1,
                        num_val=sizes["pretrain_val"])
     print(f"  pretraining / classification: {sizes['pretrain_images']} train, "
