@@ -10,10 +10,13 @@ colours, colour statistics are the easiest invariant and the features learnt fir
 docs/suites.md, "The demo").
 
 The image-level class of a scene (its ImageFolder folder, the global task of the demo) is the
-class of its largest visible object. Needs only numpy (PIL for writing files).
+class of its largest visible object. Needs only numpy.
+
+The generator lives here, in pretrain/, because pretraining renders scenes in memory
+(``data.kind=synthetic``) and pretrain/ never imports transfer/; the writers that save scenes
+as datasets on disk (ImageFolder, VOC, Cityscapes, ADE20k, COCO) are in transfer/synthetic/.
 """
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -144,38 +147,3 @@ def semantic_map(objects: list[SceneObject], height: int, width: int, background
 def image_class(objects: list[SceneObject]) -> int | None:
     """The scene's image-level class: that of its largest visible object (None if none)."""
     return max(objects, key=lambda o: o.mask.sum()).class_id if objects else None
-
-
-def _write_split(folder: Path, count: int, size: int, rng: np.random.Generator,
-                 num_classes: int) -> None:
-    """``count`` scenes as ``folder/<class>/scene_<i>.jpg``; scenes without an object (only
-    possible in tiny images) are redrawn, so every file has a class."""
-    from PIL import Image
-
-    written = 0
-    while written < count:
-        image, objects = render_scene(rng, size, size, num_classes)
-        label = image_class(objects)
-        if label is None:
-            continue
-        target = folder / CLASS_NAMES[label] / f"scene_{written:06d}.jpg"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        Image.fromarray(image).save(tmp, format="JPEG", quality=92)
-        tmp.replace(target)
-        written += 1
-
-
-def write_image_folder(root: str | Path, num_images: int, size: int = 96, seed: int = 0,
-                       num_classes: int = NUM_CLASSES, num_val: int = 0) -> Path:
-    """Write scenes as an ImageNet-layout ImageFolder: ``root/train/<class>/*.jpg`` (the
-    pretraining images) and, when ``num_val`` > 0, ``root/val/<class>/*.jpg`` (held-out scenes
-    for the global evaluation, drawn from another stream of the same seed). The folder is the
-    class of the scene's largest object (``image_class``). Returns ``root/train``."""
-    if num_images < 1 or num_val < 0:
-        raise ValueError(f"need num_images >= 1 and num_val >= 0, got {num_images}, {num_val}")
-    root = Path(root)
-    _write_split(root / "train", num_images, size, np.random.default_rng([seed, 0]), num_classes)
-    if num_val:
-        _write_split(root / "val", num_val, size, np.random.default_rng([seed, 1]), num_classes)
-    return root / "train"

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from pretrain.synthetic import CLASS_NAMES, render_scene
-from transfer import classification as cls
-from transfer import linear_probe
+from transfer.evaluation import classification as cls
+from transfer.evaluation import linear_probe
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
@@ -95,7 +95,7 @@ def test_wrong_data_root_is_a_clear_error(tmp_path):
 
 
 def _linear(data_root, work_dir, epochs=2):
-    from transfer.cls_eval import evaluate
+    from transfer.evaluation.cls_eval import evaluate
 
     recipe = linear_probe.LinearRecipe(epochs=epochs, batch_size=6, crop=32, resize=32,
                                        workers=0)
@@ -129,7 +129,7 @@ def test_linear_probe_resumes_to_the_same_result(data_root, tmp_path, monkeypatc
 
 def test_knn_seeds_in_one_process_draw_their_banks_and_a_rerun_skips_them(data_root,
                                                                          tmp_path):
-    from transfer.cls_eval import evaluate
+    from transfer.evaluation.cls_eval import evaluate
 
     def knn(fraction, seeds):
         return evaluate(arch="convnext_mini", backbone="random:0", data_root=data_root,
@@ -148,7 +148,7 @@ def test_knn_seeds_in_one_process_draw_their_banks_and_a_rerun_skips_them(data_r
     assert all(r["settings"]["memory_fraction"] == 0.5 for r in records)
     assert records[0]["reference_settings"]["memory_fraction"] == 1.0
     # the banks differ: the seeds draw different halves of the training images
-    from transfer.dense_retrieval import choose_subset
+    from transfer.evaluation.dense_retrieval import choose_subset
 
     n = records[0]["num_train"]
     assert len({tuple(choose_subset(n, 0.5, s)) for s in range(3)}) > 1
@@ -157,7 +157,7 @@ def test_knn_seeds_in_one_process_draw_their_banks_and_a_rerun_skips_them(data_r
 
 def test_resume_refuses_another_runs_checkpoint(data_root, tmp_path):
     _linear(data_root, tmp_path, epochs=1)
-    from transfer.cls_eval import evaluate
+    from transfer.evaluation.cls_eval import evaluate
 
     with pytest.raises(ValueError, match="another run.*epochs"):
         evaluate(arch="convnext_mini", backbone="random:0", data_root=data_root,

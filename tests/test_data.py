@@ -11,8 +11,9 @@ from pretrain.data import (FileListDataset, ImageFolderDataset, MultiCropDataset
                            SyntheticDataset, UnreadableImageError, build_dataset,
                            collate_multicrop)
 from pretrain.sampler import ResumableDistributedSampler
-from pretrain.synthetic import CLASS_NAMES, NUM_CLASSES, write_image_folder
+from pretrain.synthetic import CLASS_NAMES, NUM_CLASSES
 from pretrain.transforms import MultiCropAugmentation
+from transfer.synthetic.image_folder import write_image_folder
 
 torch.set_num_threads(2)
 

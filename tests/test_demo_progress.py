@@ -1,7 +1,7 @@
-"""transfer/demo_progress.py: the demo's overall ETA from measured step times and priors."""
+"""transfer/suite/demo_progress.py: the demo's overall ETA from measured step times and priors."""
 import pytest
 
-from transfer.demo_progress import Timing, eta_seconds, expected_durations, progress_line
+from transfer.suite.demo_progress import Timing, eta_seconds, expected_durations, progress_line
 
 
 def test_measured_times_replace_the_priors_per_kind():

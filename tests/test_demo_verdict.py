@@ -1,11 +1,11 @@
-"""The demo's verdict logic (transfer/verdicts.py) on hand-made results: seed grouping, the
+"""The demo's verdict logic (transfer/suite/verdicts.py) on hand-made results: seed grouping, the
 spread rule (2 x the larger seed std), strict and non-strict claims, missing rows, the summary."""
 import math
 
 import pytest
 
-from transfer.verdicts import (Score, compare, not_finished, seed_scores, summary, verdict_lines,
-                               verdicts)
+from transfer.suite.verdicts import (Score, compare, not_finished, seed_scores, summary,
+                                     verdict_lines, verdicts)
 
 LABELS = {"vicregl": "VICRegL", "vicreg": "VICReg", "random": "random"}
 

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("mmseg.models", reason="needs the MMSegmentation environment")
 
-from transfer.synthetic_datasets import write_ade20k, write_voc12aug  # noqa: E402
+from transfer.synthetic.segmentation import write_ade20k, write_voc12aug  # noqa: E402
 
 pytestmark = [pytest.mark.mmseg, pytest.mark.multiprocess]
 

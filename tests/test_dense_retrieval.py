@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pretrain.backbones import build_backbone
-from transfer import dense_retrieval as dr
-from transfer.knn import l2_normalise, topk_cosine
+from transfer.evaluation import dense_retrieval as dr
+from transfer.evaluation.knn import l2_normalise, topk_cosine
 
 IGNORE = 255
 

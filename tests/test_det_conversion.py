@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_conversion_and_synthetic_data_do_not_import_detectron2():
     code = ("import sys, transfer.detectron2_side, transfer.detectron2_side.conversion, "
-            "transfer.synthetic_detection; assert 'detectron2' not in sys.modules, 'imported'")
+            "transfer.synthetic.detection; assert 'detectron2' not in sys.modules, 'imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

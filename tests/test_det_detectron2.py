@@ -29,7 +29,7 @@ from transfer.detectron2_side.config import add_vicregl_config  # noqa: E402
 from transfer.detectron2_side.conversion import DROPPED, convert_resnet, write_pkl  # noqa: E402
 from transfer.detectron2_side.data import check_num_classes, register_datasets  # noqa: E402
 from transfer.detectron2_side.solver import build_optimizer  # noqa: E402
-from transfer.synthetic_detection import write_coco, write_voc_detection  # noqa: E402
+from transfer.synthetic.detection import write_coco, write_voc_detection  # noqa: E402
 from transfer.weights import read_backbone  # noqa: E402
 
 torch.set_num_threads(2)

@@ -9,7 +9,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from pretrain.synthetic import CLASS_NAMES
-from transfer.synthetic_detection import mask_to_polygons, write_coco, write_voc_detection
+from transfer.synthetic.detection import mask_to_polygons, write_coco, write_voc_detection
 
 
 def test_coco_layout_and_annotations(tmp_path):

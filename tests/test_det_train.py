@@ -24,7 +24,7 @@ from pretrain.checkpoint import export_backbone  # noqa: E402
 from pretrain.synthetic import CLASS_NAMES  # noqa: E402
 from transfer.detectron2_side.conversion import convert_resnet, write_pkl  # noqa: E402
 from transfer.metrics import read_metrics  # noqa: E402
-from transfer.synthetic_detection import write_coco, write_voc_detection  # noqa: E402
+from transfer.synthetic.detection import write_coco, write_voc_detection  # noqa: E402
 from transfer.weights import read_backbone  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,8 +14,8 @@ from pretrain.fast_augment import (BLUR_ON, FLIPPED, GRAYSCALE, IDENTITY, JITTER
 from pretrain.photometric import (BLUR_KERNEL, adjust_brightness, adjust_contrast, adjust_hue,
                                   adjust_saturation, apply_photometric, gaussian_blur)
 from pretrain.pipeline import FastCollate, build_pipeline, photometric_views
-from pretrain.synthetic import write_image_folder
 from pretrain.transforms import MEAN, STD, MultiCropAugmentation
+from transfer.synthetic.image_folder import write_image_folder
 
 torch.set_num_threads(2)
 AUG = dict(size_crops=(64, 32), num_crops=(2, 4), min_scale_crops=(0.3, 0.08),

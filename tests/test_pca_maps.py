@@ -1,10 +1,11 @@
-"""transfer/pca_maps.py: the shifted-input dense features are the stage's own features
+"""transfer/evaluation/pca_maps.py: the shifted-input dense features are the stage's own features
 interleaved, the PCA colouring is a deterministic projection, the figure is written."""
 import numpy as np
 import pytest
 import torch
 
-from transfer.pca_maps import colour_labels, pca_rgb, stage_features, upsample, write_pca_maps
+from transfer.evaluation.pca_maps import (colour_labels, pca_rgb, stage_features, upsample,
+                                          write_pca_maps)
 
 
 def test_shifted_features_interleave_the_plain_ones():
@@ -46,7 +47,7 @@ def test_upsample_and_label_colours():
 def test_write_pca_maps_on_the_synthetic_voc_layout(tmp_path):
     from PIL import Image
 
-    from transfer.synthetic_datasets import write_voc12aug
+    from transfer.synthetic.segmentation import write_voc12aug
 
     write_voc12aug(tmp_path, 2, 1, 64, 0)
     out = write_pca_maps([("random init", "convnext_mini", "random:0")], tmp_path,

@@ -191,7 +191,7 @@ SEG_TINY = ["model.backbone.arch=convnext_mini", "model.decode_head.in_channels=
 
 @pytest.fixture(scope="module")
 def voc_root(tmp_path_factory):
-    from transfer.synthetic_datasets import write_voc12aug
+    from transfer.synthetic.segmentation import write_voc12aug
 
     root = tmp_path_factory.mktemp("data")
     write_voc12aug(root, num_train=2, num_val=1, size=64, seed=0)

@@ -10,11 +10,11 @@ from PIL import Image
 
 from pretrain.data import FileListDataset, ImageFolderDataset, build_dataset
 from pretrain.pipeline import build_pipeline
-from pretrain.synthetic import write_image_folder
 from pretrain.transforms import MultiCropAugmentation
 from transfer.detectron2_side.annotations import check_coco_annotations
 from transfer.mmseg_side.layouts import DatasetLayoutError, check_dataset
-from transfer.synthetic_datasets import write_cityscapes, write_voc12aug
+from transfer.synthetic.image_folder import write_image_folder
+from transfer.synthetic.segmentation import write_cityscapes, write_voc12aug
 
 BAD_IMAGES = ("truncated_jpeg", "zero_bytes", "text_as_jpg")
 

@@ -16,11 +16,12 @@ from mmseg.registry import MODELS  # noqa: E402
 import transfer.mmseg_side.register  # noqa: E402,F401
 from transfer.mmseg_side import overrides  # noqa: E402
 from pretrain.backbones import CONVNEXT_SPECS  # noqa: E402
+from transfer.datasets import SEGMENTATION  # noqa: E402
 from transfer.mmseg_side.checkpoint import arch_of_backbone_cfg  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted((ROOT / "configs" / "segmentation").glob("*.py"))
-NUM_CLASSES = {"voc12aug": 21, "cityscapes": 19, "ade20k": 150}
+NUM_CLASSES = {name: d.num_classes for name, d in SEGMENTATION.items()}
 init_default_scope("mmseg")
 torch.set_num_threads(2)
 

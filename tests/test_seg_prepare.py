@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from transfer.mmseg_side.layouts import DatasetLayoutError, check_dataset
-from transfer.synthetic_datasets import write_ade20k, write_cityscapes, write_voc12aug
+from transfer.synthetic.segmentation import write_ade20k, write_cityscapes, write_voc12aug
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,7 @@ from transfer.fingerprint import deviations  # noqa: E402
 from transfer.metrics import read_metrics  # noqa: E402
 from transfer.mmseg_side.checkpoint import read_checkpoint  # noqa: E402
 from transfer.mmseg_side.runner import MMENGINE_CHECKPOINT_GLOBALS, run_dir_of  # noqa: E402
-from transfer.synthetic_datasets import WRITERS  # noqa: E402
+from transfer.synthetic.segmentation import WRITERS  # noqa: E402
 from conftest import load_tool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from transfer.suite import SuiteError, load_suite, make_plan, select
+from transfer.suite.plan import make_plan, select
+from transfer.suite.spec import SuiteError, load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # The fake experiment: counts its runs, fails while a marker file exists, waits while another
-# exists (so a test can interrupt it), then writes a metrics.json in the format of
+# exists (so a test can interrupt it), scores 10 + len(backbone) % 7 (+ 5 for exp_b, + seed^2)
+# unless control/scores.json gives its row a score, then writes a metrics.json in the format of
 # transfer/metrics.py (by hand: importing it would import torch, seconds per call here).
 FAKE = textwrap.dedent('''
     import argparse, json, os, sys, time
@@ -39,6 +41,8 @@ FAKE = textwrap.dedent('''
     while (control / f"hold.{a.experiment}").exists():
         time.sleep(0.1)
     score = 10.0 + len(a.backbone) % 7 + (5.0 if a.experiment == "exp_b" else 0.0)
+    if (control / "scores.json").exists():  # the score a test chose for the rows it names
+        score = json.loads((control / "scores.json").read_text()).get(row, score)
     score += 0.0 if a.seed is None else float(a.seed) ** 2  # seeds 0, 1, 2 -> +0, +1, +4
     record = {"task": "semantic_segmentation", "dataset": "fake", "protocol": "fake",
               "config": "none", "backbone": {"arch": "resnet18", "source": a.backbone},
@@ -106,6 +110,7 @@ def calls(tmp: Path) -> list[str]:
 def test_rows_failure_retry_alone_and_resume(tmp_path):
     suite, work = write_suite(tmp_path), tmp_path / "work"
     (tmp_path / "control" / "fail.exp_b").touch()
+    (tmp_path / "control" / "scores.json").write_text('{"weights.pth.exp_a": 42.25}')
     out = run_suite(suite, "--work-dir", work, "--heartbeat", "1", check=1).stdout
     assert sorted(calls(tmp_path)) == sorted(["random:0.exp_a", "random:0.exp_b",
                                               "weights.pth.exp_a", "weights.pth.exp_b"])
@@ -118,10 +123,12 @@ def test_rows_failure_retry_alone_and_resume(tmp_path):
     states = {r["id"]: r["status"] for r in results["rows"]}
     assert states == {"bb_random/exp_a": "finished", "bb_random/exp_b": "failed",
                       "bb_file/exp_a": "finished", "bb_file/exp_b": "failed"}
+    metrics = {r["id"]: r["metrics"] for r in results["rows"]}
+    # the score chosen above, and 10 + len("random:0") % 7 = 11; the fake's mAcc is mIoU + 1;
+    # per_class stays in metrics.json, out of results.json
+    assert metrics["bb_file/exp_a"] == {"mIoU": 42.25, "mAcc": 43.25}
+    assert metrics["bb_random/exp_a"] == {"mIoU": 11.0, "mAcc": 12.0}
     row = next(r for r in results["rows"] if r["id"] == "bb_file/exp_a")
-    # the fake's score: 10 + len(backbone path) % 7 (+ 5 for exp_b), mAcc = mIoU + 1
-    expected = 10.0 + len(str((tmp_path / "weights.pth").resolve())) % 7
-    assert row["metrics"] == {"mIoU": expected, "mAcc": expected + 1}
     assert row["metrics_path"] == str(work / "runs" / "bb_file" / "exp_a" / "metrics.json")
     assert row["cost"]["gpus"] == 0 and row["cost"]["gpu_type"] == "cpu"
 
@@ -287,7 +294,7 @@ def test_paper_suites_expand_to_the_real_commands(tmp_path):
     assert seg.argv[1:4] == ["tools/seg_train.py",
                              "configs/segmentation/linear_resnet50_voc12aug_40k.py", "--checkpoint"]
     assert seg.needs == ["convert:official_r50_alpha0.75"] and "--launcher" in seg.argv
-    from transfer.suite_runner import launch_argv
+    from transfer.suite.runner import launch_argv
 
     assert launch_argv(seg)[1:5] == ["-m", "torch.distributed.run", "--standalone",
                                      "--nproc_per_node=8"]
@@ -469,7 +476,8 @@ def test_runner_with_a_fake_framework_check(tmp_path, monkeypatch, capsys, insta
     """The detection row with detectron2 reported present (it runs: here the fake stands in
     for det_train) and absent (missing_extra, exit 0), in-process, on any machine."""
     from transfer import extras
-    from transfer.suite_runner import RunOptions, SuiteRunner, framework_missing
+    from transfer.suite.runner import RunOptions, SuiteRunner
+    from transfer.suite.state import framework_missing
 
     suite, work = write_detection_suite(tmp_path), tmp_path / "work"
     real = extras.available

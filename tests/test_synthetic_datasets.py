@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pretrain.synthetic import CLASS_NAMES, image_class, render_scene, write_image_folder
+from pretrain.synthetic import CLASS_NAMES, image_class, render_scene
 from transfer.mmseg_side.layouts import check_dataset
-from transfer.synthetic_datasets import (write_ade20k, write_cityscapes, write_voc12aug)
+from transfer.synthetic.image_folder import write_image_folder
+from transfer.synthetic.segmentation import write_ade20k, write_cityscapes, write_voc12aug
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from transfer.plots import tradeoff_points
-from transfer.tables import build_rows, load_paper, make_tables, metric_value
+from transfer.suite.plots import tradeoff_points
+from transfer.suite.tables import build_rows, load_paper, make_tables, metric_value
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -276,7 +276,7 @@ def test_tradeoff_points_and_plot(tmp_path):
 
 
 def test_seed_statistics_by_hand():
-    from transfer.seeds import aggregate_metrics, mean_std, row_state
+    from transfer.suite.seeds import aggregate_metrics, mean_std, row_state
 
     assert mean_std([]) == (None, None) and mean_std([4.0]) == (4.0, None)
     mean, std = mean_std([11.0, 12.0, 15.0])

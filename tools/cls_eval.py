@@ -27,7 +27,8 @@ import sys
 import _bootstrap  # noqa: F401
 
 from pretrain.slurm import Requeueable, add_slurm_args, submit
-from transfer.linear_probe import LinearRecipe
+from transfer.datasets import IMAGEFOLDER_SUBDIR
+from transfer.evaluation.linear_probe import LinearRecipe
 from transfer.seed_runs import add_seed_args
 
 DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
@@ -44,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV, "data"),
                    help=f"holds <dataset>/train and <dataset>/val (default ${DATA_ROOT_ENV} "
                         "or data)")
-    p.add_argument("--dataset", default="imagenet", help="sub-folder of the data root")
+    p.add_argument("--dataset", default=IMAGEFOLDER_SUBDIR, help="sub-folder of the data root")
     p.add_argument("--work-dir", required=True, help="metrics.json and the probe checkpoint")
     p.add_argument("--protocol", choices=("knn", "linear"), default="knn",
                    help="knn: training-free, minutes; linear: the official 100-epoch probe")
@@ -80,7 +81,7 @@ def recipe_of(args) -> LinearRecipe:
 
 
 def run(args) -> dict | None:
-    from transfer.cls_eval import evaluate
+    from transfer.evaluation.cls_eval import evaluate
 
     try:
         return evaluate(arch=args.arch, backbone=args.backbone, data_root=args.data_root,

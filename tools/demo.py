@@ -63,7 +63,7 @@ DEFAULT_ONLY = ["*/voc_linear/seed*", "*/cityscapes_linear/seed0", "*/ade20k_lin
                 "*/voc_nn/seed*", "*/cityscapes_nn/seed0", "*/ade20k_nn/seed0",
                 "*/imagenet_knn/seed0", "vicregl/coco_mask_rcnn*"]
 # Expected wall time per step kind (seconds, 2 shared cores) until steps of that kind have
-# finished and their measured times replace these (transfer/demo_progress.py).
+# finished and their measured times replace these (transfer/suite/demo_progress.py).
 PRIORS = {  # measured on the shared 2-core machine, 2 jobs (full: pretrain and detection guessed)
     "full": {"pretrain": 300, "convert": 14, "segmentation": 56, "dense_retrieval": 23,
              "classification": 17, "detection": 60},
@@ -107,8 +107,9 @@ def parse_args(argv=None):
 
 def write_data(root: Path, sizes: dict, detection: bool) -> None:
     """The datasets, once: a marker records the sizes so a rerun with others rewrites them."""
-    from pretrain.synthetic import write_image_folder
-    from transfer.synthetic_datasets import WRITERS
+    from transfer.datasets import IMAGEFOLDER_SUBDIR
+    from transfer.synthetic.image_folder import write_image_folder
+    from transfer.synthetic.segmentation import WRITERS
 
     marker = root / "demo_data.json"
     wanted = dict(sizes, detection=detection)
@@ -117,7 +118,7 @@ def write_data(root: Path, sizes: dict, detection: bool) -> None:
         return
     if root.exists():
         shutil.rmtree(root)
-    imagenet = root / "imagenet"
+    imagenet = root / IMAGEFOLDER_SUBDIR
     write_image_folder(imagenet, sizes["pretrain_images"], sizes["seg_size"], seed=1,
                        num_val=sizes["pretrain_val"])
     print(f"  pretraining / classification: {sizes['pretrain_images']} train, "
@@ -126,7 +127,7 @@ def write_data(root: Path, sizes: dict, detection: bool) -> None:
         where = WRITERS[name](root, sizes["seg_train"], sizes["seg_val"], sizes["seg_size"], 0)
         print(f"  {name}: {sizes['seg_train']} train / {sizes['seg_val']} val at {where}")
     if detection:
-        from transfer.synthetic_detection import write_coco
+        from transfer.synthetic.detection import write_coco
 
         write_coco(root, sizes["coco_train"], sizes["coco_val"], sizes["coco_size"], 0)
         print(f"  coco: {sizes['coco_train']} train / {sizes['coco_val']} val at {root / 'coco'}")
@@ -139,8 +140,9 @@ def _interrupt(signum, frame):
 
 def run_suite(plan, steps, args, variables: dict, mode: str) -> int:
     """Stage 2: the runner (per-step lines) under the overall progress monitor."""
-    from transfer.demo_progress import ProgressMonitor
-    from transfer.suite_runner import RunOptions, SuiteRunner, framework_missing
+    from transfer.suite.demo_progress import ProgressMonitor
+    from transfer.suite.runner import RunOptions, SuiteRunner
+    from transfer.suite.state import framework_missing
 
     hint = (f"python tools/run_suite.py {SUITE.relative_to(ROOT)} --work-dir {plan.work_dir} "
             f"--data-root {plan.data_root} --pretrain"
@@ -154,7 +156,7 @@ def run_suite(plan, steps, args, variables: dict, mode: str) -> int:
 
 def make_pictures(plan, out_dir: Path) -> Path | None:
     """Stage 4: the PCA maps of every backbone whose weights exist (the others are named)."""
-    from transfer.pca_maps import write_pca_maps
+    from transfer.evaluation.pca_maps import write_pca_maps
 
     chosen, seen = [], set()
     for step in plan.rows:
@@ -173,8 +175,8 @@ def make_pictures(plan, out_dir: Path) -> Path | None:
 
 def report(plan, suite, args, written: dict, pca: Path | None) -> None:
     """Stage 5: the verdicts, then the pictures' paths."""
-    from transfer.tables import read_results
-    from transfer.verdicts import RULE, summary, verdict_lines, verdicts
+    from transfer.suite.tables import read_results
+    from transfer.suite.verdicts import RULE, summary, verdict_lines, verdicts
 
     results = read_results(plan.work_dir / "results.json")
     labels = {name: bb.label for name, bb in suite.backbones.items()}
@@ -195,9 +197,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.time()
     from transfer.extras import available
-    from transfer.suite import load_suite, make_plan, select
-    from transfer.tables import build_rows, load_paper, make_tables, read_results, summary_markdown
-    from transfer.verdicts import not_finished
+    from transfer.suite.plan import make_plan, select
+    from transfer.suite.spec import load_suite
+    from transfer.suite.tables import (build_rows, load_paper, make_tables, read_results,
+                                       summary_markdown)
+    from transfer.suite.verdicts import not_finished
 
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)

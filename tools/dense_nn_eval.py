@@ -31,7 +31,7 @@ import _bootstrap  # noqa: F401
 
 from mmengine.config import DictAction
 
-from transfer.dense_retrieval import FEATURES, LABEL_POOLING
+from transfer.evaluation.dense_retrieval import FEATURES, LABEL_POOLING
 from transfer.mmseg_side.dense_nn import DenseNNSettings
 from transfer.seed_runs import add_seed_args
 

@@ -4,11 +4,11 @@
 Scenes come from pretrain.synthetic.render_scene (grey scenes of 3-5 objects, class = texture),
 so every framework reads them with its own dataset code and the metrics measure learning.
 
-Formats and where they go (the data-root convention of shared/design.md):
+Formats and where they go (the data-root layout of transfer/datasets.py):
   voc         ROOT/VOCdevkit/VOC2012            PASCAL VOC 2012 + SBD aug (segmentation)
   cityscapes  ROOT/cityscapes                   Cityscapes fine, label train ids
   ade20k      ROOT/ade/ADEChallengeData2016     ADE20k SceneParsing
-  coco        ROOT/coco                         COCO instances (transfer.synthetic_detection)
+  coco        ROOT/coco                         COCO instances (transfer/synthetic/detection.py)
   voc_det     ROOT/VOC2007, ROOT/VOC2012        VOC detection XML, detectron2's layout (idem)
   imagefolder ROOT/imagenet/{train,val}/<class>/ ImageNet-style folder (pretraining, k-NN)
 
@@ -23,16 +23,16 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
-from transfer.synthetic_datasets import WRITERS
+from transfer.synthetic.segmentation import WRITERS
 
 FORMATS = ("voc", "cityscapes", "ade20k", "coco", "voc_det", "imagefolder")
 
 
 def write_detection(kind: str, root: Path, num_train: int, num_val: int, size: int, seed: int):
     try:
-        from transfer import synthetic_detection
+        from transfer.synthetic import detection as synthetic_detection
     except ImportError as exc:
-        raise SystemExit(f"--formats {kind} needs transfer/synthetic_detection.py "
+        raise SystemExit(f"--formats {kind} needs transfer/synthetic/detection.py "
                          f"(write_coco, write_voc_detection), which could not be imported: "
                          f"{exc}") from exc
     writer = synthetic_detection.write_coco if kind == "coco" else \
@@ -45,9 +45,10 @@ def write_format(kind: str, root: Path, num_train: int, num_val: int, size: int,
         return WRITERS[kind](root, num_train, num_val, size, seed)
     if kind in ("coco", "voc_det"):
         return write_detection(kind, root, num_train, num_val, size, seed)
-    from pretrain.synthetic import write_image_folder
+    from transfer.datasets import IMAGEFOLDER_SUBDIR
+    from transfer.synthetic.image_folder import write_image_folder
 
-    return write_image_folder(root / "imagenet", num_train, size, seed, num_val=num_val)
+    return write_image_folder(root / IMAGEFOLDER_SUBDIR, num_train, size, seed, num_val=num_val)
 
 
 def parse_args(argv=None):

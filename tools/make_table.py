@@ -23,7 +23,7 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
-from transfer.tables import make_tables
+from transfer.suite.tables import make_tables
 
 
 def parse_args(argv=None):

@@ -59,7 +59,7 @@ def seg_argv(folder: Path, rerun: bool, extra: list[str]) -> list[str]:
 
 def prepare_seg(work: Path) -> None:
     """The synthetic VOC aug set and a converted random convnext_mini, shared by all trials."""
-    from transfer.synthetic_datasets import write_voc12aug
+    from transfer.synthetic.segmentation import write_voc12aug
 
     if not (work / "data").is_dir():
         write_voc12aug(work / "data", num_train=4, num_val=2, size=64, seed=0)

@@ -37,14 +37,15 @@ import sys
 import _bootstrap  # noqa: F401
 
 from pretrain.config import data_root as default_data_root
-from transfer.suite import SuiteError, load_suite, make_plan, select
-from transfer.suite_runner import (RunOptions, SuiteRunner, collect, framework_missing,
-                                   launch_argv, step_state, write_json)
+from transfer.suite.plan import make_plan, select
+from transfer.suite.results import RESULTS_FILE, write_results
+from transfer.suite.runner import RunOptions, SuiteRunner, launch_argv
+from transfer.suite.spec import SuiteError, load_suite
+from transfer.suite.state import framework_missing, step_state
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def _add_plan_args(parser) -> None:
+    """What the plan holds: the suite, its folders and variables, GPU counts, the steps."""
     parser.add_argument("suite", help="a suite file, e.g. configs/suites/vicregl_resnet50.yaml")
     parser.add_argument("--work-dir", help="where every step writes (default "
                         "work_dirs/suites/<suite name>); keep it to resume")
@@ -70,6 +71,10 @@ def parse_args(argv=None):
                              "not deleted)")
     parser.add_argument("--skip-failed", action="store_true",
                         help="do not retry steps that failed before (default: retry them)")
+
+
+def _add_output_args(parser) -> None:
+    """What is printed and written: a dry run, the results and tables, the console lines."""
     parser.add_argument("--dry-run", action="store_true",
                         help="print every step, its state and its command; run nothing")
     parser.add_argument("--collect-only", action="store_true",
@@ -83,11 +88,15 @@ def parse_args(argv=None):
                         help="print every output line of the steps (default: a heartbeat "
                              "line every --heartbeat seconds; everything is in the logs)")
     parser.add_argument("--heartbeat", type=float, default=20.0, metavar="SECONDS")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="steps run at the same time on this machine (CPU runs: each gets "
-                             "cores / jobs OpenMP threads unless OMP_NUM_THREADS is set). On "
-                             "GPUs keep 1 unless the experiments' GPUs add up to the machine's")
+
+
+def _add_launch_args(parser) -> None:
+    """Where steps run: this machine (how many at once) or SLURM."""
     slurm = parser.add_argument_group("where steps run")
+    slurm.add_argument("--jobs", type=int, default=1,
+                       help="steps run at the same time on this machine (CPU runs: each gets "
+                            "cores / jobs OpenMP threads unless OMP_NUM_THREADS is set). On "
+                            "GPUs keep 1 unless the experiments' GPUs add up to the machine's")
     slurm.add_argument("--launcher", choices=("local", "slurm"), default="local",
                        help="local: on this machine (torchrun for multi-GPU segmentation and "
                             "pretraining, detectron2's own launcher for detection); slurm: "
@@ -103,6 +112,14 @@ def parse_args(argv=None):
     slurm.add_argument("--wait", action="store_true",
                        help="SLURM: wait for the submitted jobs and report their outcome")
     slurm.add_argument("--slurm-cluster", default=None, help=argparse.SUPPRESS)  # tests: local
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_plan_args(parser)
+    _add_output_args(parser)
+    _add_launch_args(parser)
     return parser.parse_args(argv)
 
 
@@ -159,19 +176,17 @@ def main(argv=None) -> int:
     if args.dry_run:
         print_plan(steps, plan)
         return 0
-    from transfer.tables import make_tables
+    from transfer.suite.tables import make_tables
 
     def tables():
         if args.no_tables:
             return
-        written = make_tables([plan.work_dir / "results.json"], plan.work_dir / "table",
+        written = make_tables([plan.work_dir / RESULTS_FILE], plan.work_dir / "table",
                               references=args.references)
         print("tables: " + ", ".join(str(p) for p in written.values()))
 
     if args.collect_only:
-        path = plan.work_dir / "results.json"
-        write_json(path, collect(plan))  # atomic: a concurrent reader never sees half a file
-        print(f"wrote {path}")
+        print(f"wrote {write_results(plan)}")
         tables()
         return 0
     options = RunOptions(

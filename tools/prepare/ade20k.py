@@ -17,19 +17,20 @@ from pathlib import Path
 
 from _common import add_common_args, fail
 
+from transfer.datasets import ADE20K
 from transfer.mmseg_side.layouts import DatasetLayoutError, check_ade20k
-from transfer.synthetic_datasets import ADE20K_SUBDIR
 
 
-def unpack(archive: Path, ade_parent: Path) -> None:
+def unpack(archive: Path, ade: Path) -> None:
+    """Extract the release beside ``ade``: its one top folder is ``ade``'s name."""
     if not archive.is_file():
         fail("cannot unpack ADE20k", [f"archive {archive} does not exist"])
     with zipfile.ZipFile(archive) as zf:
         top = {name.split("/", 1)[0] for name in zf.namelist()}
-        if top != {"ADEChallengeData2016"}:
+        if top != {ade.name}:
             fail(f"{archive} is not the SceneParsing release",
-                 [f"expected one top folder ADEChallengeData2016/, found {sorted(top)[:5]}"])
-        zf.extractall(ade_parent)  # member paths are sanitised by zipfile (no "..", no "/")
+                 [f"expected one top folder {ade.name}/, found {sorted(top)[:5]}"])
+        zf.extractall(ade.parent)  # member paths are sanitised by zipfile (no "..", no "/")
 
 
 def main(argv=None) -> int:
@@ -38,9 +39,9 @@ def main(argv=None) -> int:
     add_common_args(parser)
     parser.add_argument("--zip", type=Path, help="ADEChallengeData2016.zip to unpack first")
     args = parser.parse_args(argv)
-    ade = args.data_root / ADE20K_SUBDIR
+    ade = ADE20K.folder(args.data_root)
     if args.zip:
-        unpack(args.zip, ade.parent)
+        unpack(args.zip, ade)
         print(f"unpacked {args.zip} into {ade.parent}")
     try:
         print(check_ade20k(ade, full=not args.allow_partial))

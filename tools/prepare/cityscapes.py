@@ -19,30 +19,28 @@ from pathlib import Path
 
 from _common import add_common_args, fail, missing_files, mmseg_converter, run_parallel
 
-from transfer.mmseg_side.layouts import FULL_COUNTS, DatasetLayoutError, check_cityscapes
-from transfer.synthetic_datasets import CITYSCAPES_SUBDIR
-
-SPLITS = ("train", "val")
+from transfer import datasets as ds
+from transfer.mmseg_side.layouts import DatasetLayoutError, check_cityscapes
 
 
 def polygon_files(city_root: Path, full: bool) -> dict[str, list[Path]]:
     """Every image's polygon file, per split; exits listing what is missing (and, with
     ``full``, split sizes other than the release's) before anything is written."""
     problems, found = [], {}
-    for split in SPLITS:
-        image_dir = city_root / "leftImg8bit" / split
+    released = ds.CITYSCAPES.full_counts
+    for split in ds.CITYSCAPES_SPLITS:
+        image_dir = city_root / ds.CITYSCAPES_IMAGES / split
         if not image_dir.is_dir():
             problems.append(f"missing folder {image_dir} (leftImg8bit_trainvaltest.zip)")
             continue
-        images = sorted(image_dir.glob("*/*_leftImg8bit.png"))
+        images = sorted(image_dir.glob(f"*/*{ds.CITYSCAPES_IMAGE_SUFFIX}"))
         if not images:
-            problems.append(f"no <city>/*_leftImg8bit.png images under {image_dir}")
-        elif full and len(images) != FULL_COUNTS["cityscapes"][split]:
+            problems.append(f"no <city>/*{ds.CITYSCAPES_IMAGE_SUFFIX} images under {image_dir}")
+        elif full and len(images) != released[split]:
             problems.append(f"{image_dir} has {len(images)} images, the release has "
-                            f"{FULL_COUNTS['cityscapes'][split]} (pass --allow-partial for a "
-                            "subset)")
-        polygons = [city_root / "gtFine" / split / p.parent.name /
-                    p.name.replace("_leftImg8bit.png", "_gtFine_polygons.json") for p in images]
+                            f"{released[split]} (pass --allow-partial for a subset)")
+        polygons = [ds.cityscapes_annotation(city_root, split, p, ds.CITYSCAPES_POLYGON_SUFFIX)
+                    for p in images]
         problems += missing_files(f"{split} polygon files (gtFine_trainvaltest.zip)", polygons,
                                   len(images))
         found[split] = polygons
@@ -55,14 +53,14 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     args = parser.parse_args(argv)
-    city_root = args.data_root / CITYSCAPES_SUBDIR
+    city_root = ds.CITYSCAPES.folder(args.data_root)
     polygons = polygon_files(city_root, full=not args.allow_partial)
 
     converter = mmseg_converter("cityscapes")
-    files = [str(p) for split in SPLITS for p in polygons[split]]
+    files = [str(p) for split in ds.CITYSCAPES_SPLITS for p in polygons[split]]
     run_parallel(converter.convert_json_to_label, files, args.nproc)
-    for split in SPLITS:
-        names = [f"{p.parent.name}/{p.name.removesuffix('_gtFine_polygons.json')}"
+    for split in ds.CITYSCAPES_SPLITS:
+        names = [f"{p.parent.name}/{p.name.removesuffix(ds.CITYSCAPES_POLYGON_SUFFIX)}"
                  for p in polygons[split]]
         (city_root / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
     print(f"rendered {len(files)} labelTrainIds maps")

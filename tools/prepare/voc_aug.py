@@ -20,8 +20,8 @@ from pathlib import Path
 
 from _common import add_common_args, fail, missing_files, mmseg_converter, run_parallel
 
+from transfer import datasets as ds
 from transfer.mmseg_side.layouts import DatasetLayoutError, check_voc12aug
-from transfer.synthetic_datasets import VOC_SUBDIR
 
 
 def read_ids(path: Path, problems: list[str]) -> list[str]:
@@ -33,10 +33,10 @@ def read_ids(path: Path, problems: list[str]) -> list[str]:
 
 def check_inputs(voc: Path, sbd: Path) -> dict[str, list[str]]:
     problems: list[str] = []
-    for folder in (voc / "JPEGImages", voc / "SegmentationClass", sbd / "dataset" / "cls"):
+    for folder in (voc / ds.VOC_IMAGES, voc / ds.VOC_LABELS, sbd / "dataset" / "cls"):
         if not folder.is_dir():
             problems.append(f"missing folder {folder}")
-    sets = voc / "ImageSets" / "Segmentation"
+    sets = voc / ds.VOC_SPLITS
     ids = {"voc_train": read_ids(sets / "train.txt", problems),
            "voc_val": read_ids(sets / "val.txt", problems),
            "sbd_train": read_ids(sbd / "dataset" / "train.txt", problems),
@@ -46,7 +46,7 @@ def check_inputs(voc: Path, sbd: Path) -> dict[str, list[str]]:
                               [sbd / "dataset" / "cls" / f"{i}.mat" for i in sbd_ids],
                               len(sbd_ids))
     problems += missing_files("VOC 2012 images for SBD ids (JPEGImages/<id>.jpg)",
-                              [voc / "JPEGImages" / f"{i}.jpg" for i in sbd_ids], len(sbd_ids))
+                              [voc / ds.VOC_IMAGES / f"{i}.jpg" for i in sbd_ids], len(sbd_ids))
     fail(f"cannot build VOC aug from {voc} and {sbd}", problems)
     return ids
 
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sbd", required=True, type=Path,
                         help="SBD's benchmark_RELEASE folder (holding dataset/cls)")
     args = parser.parse_args(argv)
-    voc = args.data_root / VOC_SUBDIR
+    voc = ds.VOC12AUG.folder(args.data_root)
     ids = check_inputs(voc, args.sbd)
 
     converter = mmseg_converter("voc_aug")
@@ -70,12 +70,12 @@ def main(argv=None) -> int:
             f"VOC train + SBD minus VOC val gives {len(trainaug)} ids, the released VOC aug "
             f"has {converter.AUG_LEN} (pass --allow-partial for a subset)"])
 
-    out_dir = voc / "SegmentationClassAug"
+    out_dir = voc / ds.VOC_AUG_LABELS
     out_dir.mkdir(exist_ok=True)
     mats = [f"{i}.mat" for i in sorted(set(sbd_ids))]
     run_parallel(partial(converter.convert_mat, in_dir=str(args.sbd / "dataset" / "cls"),
                          out_dir=str(out_dir)), mats, args.nproc)
-    sets = voc / "ImageSets" / "Segmentation"
+    sets = voc / ds.VOC_SPLITS
     (sets / "trainaug.txt").write_text("".join(f"{i}\n" for i in trainaug))
     (sets / "aug.txt").write_text("".join(f"{i}\n" for i in aug))
     print(f"wrote {len(mats)} label maps to {out_dir}; aug.txt {len(aug)} ids, "

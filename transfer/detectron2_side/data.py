@@ -3,7 +3,7 @@
 detectron2 registers its builtin datasets when it is imported, under ``$DETECTRON2_DATASETS``
 (default ``datasets``). ``register_datasets(root, names)`` re-registers the names a config uses
 under ``root`` (the ``--data-root`` of ``tools/det_train.py``), so the root can be an argument,
-and adds the synthetic sets written by ``transfer.synthetic_detection`` (same layouts, the
+and adds the synthetic sets written by ``transfer.synthetic.detection`` (same layouts, the
 ``pretrain.synthetic.CLASS_NAMES`` classes). Layout under ``root``:
 
     coco/{train2017,val2017}/, coco/annotations/instances_{train,val}2017.json

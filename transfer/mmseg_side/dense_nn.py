@@ -1,7 +1,7 @@
 """``evaluate(config, ...)``: one dense nearest-neighbour run -> ``WORK_DIR/metrics.json``.
 
 The in-process API behind tools/dense_nn_eval.py: the pure-torch method is
-transfer/dense_retrieval.py, the mmseg-read data transfer/mmseg_side/dense_data.py.
+transfer/evaluation/dense_retrieval.py, the mmseg-read data transfer/mmseg_side/dense_data.py.
 One process (GPU if present); a rerun recomputes everything (training-free: the cost is one
 forward pass over the memory images and the val images, plus the search).
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from transfer import dense_retrieval as dr
-from transfer.classification import frozen_backbone
+from transfer.evaluation import dense_retrieval as dr
+from transfer.evaluation.classification import frozen_backbone
 from transfer.metrics import write_metrics
 from transfer.seed_runs import planned_runs
 

@@ -5,20 +5,15 @@ split file, a ``FileNotFoundError`` deep in a worker, or silently zero images). 
 run first and name every problem: the file, the path that was expected, and the counts.
 They list files and open a few label maps; they never import mmseg.
 
-``check_dataset(name, data_root)`` looks under the conventional sub-folder of the one data
-root (``VOCdevkit/VOC2012``, ``cityscapes``, ``ade/ADEChallengeData2016``).
+``check_dataset(name, data_root)`` looks under the dataset's sub-folder of the one data root
+(``VOCdevkit/VOC2012``, ``cityscapes``, ``ade/ADEChallengeData2016``); the names, folders,
+file patterns and released sizes (checked when ``full=True``) are transfer/datasets.py's.
 """
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transfer.synthetic_datasets import ADE20K_SUBDIR, CITYSCAPES_SUBDIR, VOC_SUBDIR
+from transfer import datasets as ds
 
-# The released datasets' sizes, checked when ``full=True`` (data preparation of real data).
-FULL_COUNTS = {
-    "voc12aug": {"train": 1464, "aug": 9118, "val": 1449},  # train + aug = 10582
-    "cityscapes": {"train": 2975, "val": 500},
-    "ade20k": {"training": 20210, "validation": 2000},
-}
 SAMPLED_LABELS = 4  # label maps opened per split to check their mode and values
 
 
@@ -93,9 +88,10 @@ def _check_counts(problems: _Problems, dataset: str, counts: dict[str, int], ful
     for split, n in counts.items():
         if n == 0:
             problems.add(f"split {split!r} has no images")
-        elif full and n != FULL_COUNTS[dataset][split]:
+        elif full and n != ds.SEGMENTATION[dataset].full_counts[split]:
             problems.add(f"split {split!r} has {n} images, the released dataset has "
-                         f"{FULL_COUNTS[dataset][split]} (pass --allow-partial for a subset)")
+                         f"{ds.SEGMENTATION[dataset].full_counts[split]} (pass --allow-partial "
+                         "for a subset)")
 
 
 def _read_ids(problems: _Problems, path: Path) -> list[str]:
@@ -115,28 +111,28 @@ def check_voc12aug(voc: str | Path, full: bool = False) -> LayoutReport:
     problems = _Problems("PASCAL VOC 2012 aug", voc)
     if not _need_dir(problems, voc, "the VOC2012 folder of VOCdevkit"):
         problems.raise_if_any()
-    sets = voc / "ImageSets" / "Segmentation"
-    folders = {"train": "SegmentationClass", "val": "SegmentationClass",
-               "aug": "SegmentationClassAug"}
+    sets = voc / ds.VOC_SPLITS
+    folders = {"train": ds.VOC_LABELS, "val": ds.VOC_LABELS, "aug": ds.VOC_AUG_LABELS}
     counts = {}
     for split, label_dir in folders.items():
         ids = _read_ids(problems, sets / f"{split}.txt")
         counts[split] = len(ids)
-        images = [voc / "JPEGImages" / f"{i}.jpg" for i in ids]
+        images = [voc / ds.VOC_IMAGES / f"{i}.jpg" for i in ids]
         labels = [voc / label_dir / f"{i}.png" for i in ids]
         problems.missing(f"images listed in {split}.txt", [p for p in images if not p.is_file()],
                          len(ids))
         missing_labels = [p for p in labels if not p.is_file()]
         problems.missing(f"label maps for {split}.txt in {label_dir}", missing_labels, len(ids))
         if split == "aug" and missing_labels and len(missing_labels) == len(ids):
-            problems.add("SegmentationClassAug is absent or empty: build it from SBD with "
+            problems.add(f"{ds.VOC_AUG_LABELS} is absent or empty: build it from SBD with "
                          "tools/prepare/voc_aug.py")
+        valid = set(range(ds.VOC12AUG.num_classes)) | {ds.VOC_IGNORE}
         for image, label in list(zip(images, labels))[:SAMPLED_LABELS]:
             if image.is_file() and label.is_file():
-                _check_label(problems, label, image, ("P", "L"), set(range(21)) | {255})
-    _check_counts(problems, "voc12aug", counts, full)
+                _check_label(problems, label, image, ("P", "L"), valid)
+    _check_counts(problems, ds.VOC12AUG.name, counts, full)
     problems.raise_if_any()
-    return LayoutReport("voc12aug", voc, counts)
+    return LayoutReport(ds.VOC12AUG.name, voc, counts)
 
 
 def check_cityscapes(city_root: str | Path, full: bool = False) -> LayoutReport:
@@ -145,29 +141,29 @@ def check_cityscapes(city_root: str | Path, full: bool = False) -> LayoutReport:
     city_root = Path(city_root)
     problems = _Problems("Cityscapes", city_root)
     counts = {}
-    for split in ("train", "val"):
-        image_dir, gt_dir = city_root / "leftImg8bit" / split, city_root / "gtFine" / split
+    for split in ds.CITYSCAPES_SPLITS:
+        image_dir = city_root / ds.CITYSCAPES_IMAGES / split
+        gt_dir = city_root / ds.CITYSCAPES_ANNOTATIONS / split
         if not (_need_dir(problems, image_dir, f"{split} images")
                 and _need_dir(problems, gt_dir, f"{split} fine annotations")):
             counts[split] = 0
             continue
-        images = sorted(image_dir.glob("*/*_leftImg8bit.png"))
+        images = sorted(image_dir.glob(f"*/*{ds.CITYSCAPES_IMAGE_SUFFIX}"))
         counts[split] = len(images)
-        labels = [gt_dir / p.parent.name / p.name.replace("_leftImg8bit.png",
-                                                           "_gtFine_labelTrainIds.png")
-                  for p in images]
+        labels = [ds.cityscapes_annotation(city_root, split, p) for p in images]
         missing = [p for p in labels if not p.is_file()]
         problems.missing(f"{split} labelTrainIds maps", missing, len(images))
-        if missing and any(gt_dir.glob("*/*_gtFine_polygons.json")):
+        if missing and any(gt_dir.glob(f"*/*{ds.CITYSCAPES_POLYGON_SUFFIX}")):
             problems.add(f"{gt_dir} has polygons but no labelTrainIds: run "
                          "tools/prepare/cityscapes.py to render them")
+        valid = set(range(ds.CITYSCAPES.num_classes)) | {255}
         for image, label in list(zip(images, labels))[:SAMPLED_LABELS]:
             if label.is_file():
-                _check_label(problems, label, image, ("L",), set(range(19)) | {255})
+                _check_label(problems, label, image, ("L",), valid)
     if not problems.lines:
-        _check_counts(problems, "cityscapes", counts, full)
+        _check_counts(problems, ds.CITYSCAPES.name, counts, full)
     problems.raise_if_any()
-    return LayoutReport("cityscapes", city_root, counts)
+    return LayoutReport(ds.CITYSCAPES.name, city_root, counts)
 
 
 def check_ade20k(ade: str | Path, full: bool = False) -> LayoutReport:
@@ -176,8 +172,8 @@ def check_ade20k(ade: str | Path, full: bool = False) -> LayoutReport:
     ade = Path(ade)
     problems = _Problems("ADE20k (ADEChallengeData2016)", ade)
     counts = {}
-    for split in ("training", "validation"):
-        image_dir, ann_dir = ade / "images" / split, ade / "annotations" / split
+    for split in ds.ADE20K_SPLITS.values():
+        image_dir, ann_dir = ade / ds.ADE20K_IMAGES / split, ade / ds.ADE20K_ANNOTATIONS / split
         if not (_need_dir(problems, image_dir, f"{split} images")
                 and _need_dir(problems, ann_dir, f"{split} annotations")):
             counts[split] = 0
@@ -187,28 +183,27 @@ def check_ade20k(ade: str | Path, full: bool = False) -> LayoutReport:
         labels = [ann_dir / f"{p.stem}.png" for p in images]
         problems.missing(f"{split} annotation PNGs", [p for p in labels if not p.is_file()],
                          len(images))
+        valid = set(range(ds.ADE20K.num_classes + 1))  # 0 = "other", ignored by mmseg
         for image, label in list(zip(images, labels))[:SAMPLED_LABELS]:
             if label.is_file():
-                _check_label(problems, label, image, ("L",), set(range(151)))
+                _check_label(problems, label, image, ("L",), valid)
     if not problems.lines:
-        _check_counts(problems, "ade20k", counts, full)
+        _check_counts(problems, ds.ADE20K.name, counts, full)
     problems.raise_if_any()
-    return LayoutReport("ade20k", ade, counts)
+    return LayoutReport(ds.ADE20K.name, ade, counts)
 
 
-DATASETS = {
-    "voc12aug": (VOC_SUBDIR, check_voc12aug),
-    "cityscapes": (CITYSCAPES_SUBDIR, check_cityscapes),
-    "ade20k": (ADE20K_SUBDIR, check_ade20k),
-}
+CHECKS = {ds.VOC12AUG.name: check_voc12aug, ds.CITYSCAPES.name: check_cityscapes,
+          ds.ADE20K.name: check_ade20k}
 
 
 def dataset_dir(name: str, data_root: str | Path) -> Path:
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
-    return Path(data_root) / DATASETS[name][0]
+    if name not in ds.SEGMENTATION:
+        raise ValueError(f"unknown dataset {name!r}; expected one of "
+                         f"{', '.join(ds.SEGMENTATION)}")
+    return ds.SEGMENTATION[name].folder(data_root)
 
 
 def check_dataset(name: str, data_root: str | Path, full: bool = False) -> LayoutReport:
     """Check dataset ``name`` under the common ``data_root``; raises DatasetLayoutError."""
-    return DATASETS[name][1](dataset_dir(name, data_root), full=full)
+    return CHECKS[name](dataset_dir(name, data_root), full=full)

@@ -7,7 +7,7 @@ editing a config. Each function edits ``cfg`` in place and says what it did.
 import os
 from pathlib import Path
 
-from .layouts import DATASETS
+from transfer.datasets import SEGMENTATION
 
 # Pipeline transforms whose sizes scale with --crop-size, and the key holding the size.
 _SIZED_TRANSFORMS = {"RandomResize": "scale", "Resize": "scale", "RandomCrop": "crop_size",
@@ -48,9 +48,9 @@ def dataset_cfgs(cfg) -> list[dict]:
 def set_data_root(cfg, data_root: str | Path) -> Path:
     """Point every dataset at ``data_root/<the dataset's conventional sub-folder>``."""
     name = cfg.get("dataset_name")
-    if name not in DATASETS:
+    if name not in SEGMENTATION:
         raise ValueError(f"config has dataset_name={name!r}; expected one of "
-                         f"{', '.join(DATASETS)} (set by configs/segmentation/_base_/datasets)")
+                         f"{', '.join(SEGMENTATION)} (set by configs/segmentation/_base_/datasets)")
     root = Path(data_root) / cfg.dataset_subdir
     for dataset in dataset_cfgs(cfg):
         dataset["data_root"] = str(root)

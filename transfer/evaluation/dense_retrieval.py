@@ -8,7 +8,7 @@
    pixel carry no label and are left out. Soft labels keep mixed cells at object boundaries
    honest: a 32-pixel cell is often half object, half background.
 2. Query: each validation cell takes its k = 30 most cosine-similar memory entries (exact
-   search, transfer/knn.py) and the softmax(sim / 0.02)-weighted mean of their labels.
+   search, transfer/evaluation/knn.py) and the softmax(sim / 0.02)-weighted mean of their labels.
 3. The class scores are upsampled (bilinear) to the label map's size, argmax, and scored with
    a confusion matrix; mIoU/mAcc/aAcc have mmseg IoUMetric's semantics (ignore index
    excluded; a class absent from both ground truth and prediction has IoU null, a class absent
@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from transfer.knn import l2_normalise, topk_cosine
+from transfer.evaluation.knn import l2_normalise, topk_cosine
 
 FEATURES = ("last", "stage1", "stage2", "stage3", "stage4", "concat")
 LABEL_POOLING = ("soft", "majority")

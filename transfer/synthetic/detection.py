@@ -8,8 +8,9 @@ sets): classes are ``pretrain.synthetic.CLASS_NAMES`` (textures; shapes and grey
 - ``write_voc_detection``: ``root/VOC2007`` (trainval + test) and ``root/VOC2012`` (trainval),
   each with ``JPEGImages/``, ``Annotations/*.xml`` and ``ImageSets/Main/*.txt``.
 
-These are the layouts detectron2's builtin datasets expect under ``$DETECTRON2_DATASETS``, so
-its own loaders read them (``load_coco_json``, ``load_voc_instances``).
+These are the layouts detectron2's builtin datasets expect under ``$DETECTRON2_DATASETS``
+(folder names from ``transfer/datasets.py``), so its own loaders read them
+(``load_coco_json``, ``load_voc_instances``).
 
 Deviation from a photograph dataset: an object's visible region can have holes (occlusion);
 COCO polygons cannot, so a hole is filled in the polygon mask. Boxes and areas are computed
@@ -25,6 +26,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from pretrain.synthetic import CLASS_NAMES, render_scene
+from transfer import datasets as ds
 
 JPEG_QUALITY = 92
 
@@ -46,7 +48,7 @@ def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
 
 def _coco_split(root: Path, split: str, count: int, size: int, rng: np.random.Generator,
                 first_image_id: int, first_ann_id: int) -> dict:
-    folder = root / f"{split}2017"
+    folder = root / ds.coco_split(split)[0]
     folder.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     ann_id = first_ann_id
@@ -84,17 +86,18 @@ def write_coco(root: str | Path, num_train: int, num_val: int, size: int = 128,
     Category ids are 1..``NUM_CLASSES`` in ``CLASS_NAMES`` order (detectron2 maps them to contiguous ids).
     Returns the number of images per split, e.g. ``{"train2017": 16, "val2017": 8}``.
     """
-    coco = Path(root) / "coco"
-    (coco / "annotations").mkdir(parents=True, exist_ok=True)
+    root = Path(root)
     rng = np.random.default_rng(seed)
     counts = {}
     next_image, next_ann = 1, 1
     for split, count in (("train", num_train), ("val", num_val)):
-        data = _coco_split(coco, split, count, size, rng, next_image, next_ann)
+        image_dir, json_file = ds.coco_split(split)
+        data = _coco_split(root, split, count, size, rng, next_image, next_ann)
         next_image += count
         next_ann += len(data["annotations"])
-        (coco / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(data))
-        counts[f"{split}2017"] = count
+        (root / json_file).parent.mkdir(parents=True, exist_ok=True)
+        (root / json_file).write_text(json.dumps(data))
+        counts[Path(image_dir).name] = count
     return counts
 
 
@@ -124,15 +127,15 @@ def _voc_xml(file_id: str, folder: str, size: int, objects) -> ET.ElementTree:
 
 def _voc_split(year_dir: Path, split: str, ids: list[str], size: int,
                rng: np.random.Generator) -> None:
-    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+    for sub in (ds.VOC_DETECTION_IMAGES, ds.VOC_DETECTION_ANNOTATIONS, ds.VOC_DETECTION_SPLITS):
         (year_dir / sub).mkdir(parents=True, exist_ok=True)
     for file_id in ids:
         image, objects = render_scene(rng, size, size)
-        Image.fromarray(image).save(year_dir / "JPEGImages" / f"{file_id}.jpg",
+        Image.fromarray(image).save(year_dir / ds.VOC_DETECTION_IMAGES / f"{file_id}.jpg",
                                     quality=JPEG_QUALITY)
         _voc_xml(file_id, year_dir.name, size, objects).write(
-            year_dir / "Annotations" / f"{file_id}.xml")
-    (year_dir / "ImageSets" / "Main" / f"{split}.txt").write_text(
+            year_dir / ds.VOC_DETECTION_ANNOTATIONS / f"{file_id}.xml")
+    (year_dir / ds.VOC_DETECTION_SPLITS / f"{split}.txt").write_text(
         "".join(f"{i}\n" for i in ids))
 
 

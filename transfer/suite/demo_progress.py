@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from transfer.suite import Step
-from transfer.suite_runner import read_status, step_state
+from transfer.suite.plan import Step
+from transfer.suite.state import read_status, step_state
 
 DONE_STATES = ("finished", "failed", "blocked", "missing_extra", "skipped")
 

@@ -15,6 +15,7 @@ import torch
 
 from pretrain.backbones import build_backbone
 from pretrain.transforms import MEAN, STD
+from transfer import datasets as ds
 from transfer.weights import read_backbone
 
 
@@ -126,16 +127,16 @@ def voc_val_samples(data_root: str | Path, count: int) -> list[tuple[str, np.nda
     (id, (H, W, 3) uint8 image, (H, W) label indices, 255 = void)."""
     from PIL import Image
 
-    voc = Path(data_root) / "VOCdevkit" / "VOC2012"
-    listing = voc / "ImageSets" / "Segmentation" / "val.txt"
+    voc = ds.VOC12AUG.folder(data_root)
+    listing = voc / ds.VOC_SPLITS / "val.txt"
     if not listing.is_file():
         raise FileNotFoundError(f"{listing} does not exist: no VOC layout under {data_root} "
                                 "(tools/make_synthetic_data.py or tools/demo.py writes one)")
     ids = [line.strip() for line in listing.read_text().splitlines() if line.strip()][:count]
     samples = []
     for name in ids:
-        image = np.asarray(Image.open(voc / "JPEGImages" / f"{name}.jpg").convert("RGB"))
-        label = np.asarray(Image.open(voc / "SegmentationClass" / f"{name}.png"))
+        image = np.asarray(Image.open(voc / ds.VOC_IMAGES / f"{name}.jpg").convert("RGB"))
+        label = np.asarray(Image.open(voc / ds.VOC_LABELS / f"{name}.png"))
         samples.append((name, image, label))
     return samples
 
@@ -144,8 +145,6 @@ def write_pca_maps(backbones: list[tuple[str, str, str]], data_root: str | Path,
                    path: str | Path, count: int = 2, stage: int = 4, shifts: int = 4) -> Path:
     """The PCA figure for ``backbones`` = [(label, arch, source)] on ``count`` VOC validation
     images of ``data_root``; returns the PNG's path."""
-    from transfer.synthetic_datasets import voc_palette
-
     samples = voc_val_samples(data_root, count)
     maps: dict[str, list[np.ndarray]] = {}
     grid = ""
@@ -156,7 +155,7 @@ def write_pca_maps(backbones: list[tuple[str, str, str]], data_root: str | Path,
             features = stage_features(model, image, stage, shifts)
             grid = f"{features.shape[1]}x{features.shape[2]}"
             maps[label].append(upsample(pca_rgb(features), *image.shape[:2]))
-    palette = voc_palette()
+    palette = ds.voc_palette()
     title = (f"3 principal components of each backbone's stage-{stage} features as RGB "
              f"({grid} grid: {shifts}x{shifts} shifted inputs interleaved); VOC-layout "
              "validation images")

@@ -7,7 +7,7 @@ classes (``PascalVOCDataset``, ``CityscapesDataset``, ``ADE20KDataset``) read th
 and the metrics measure whether the textures were learnt. No MMSegmentation import: numpy and
 PIL only.
 
-Layouts, relative to one data root (``shared/design.md``):
+Layouts, relative to one data root (names and folders from ``transfer/datasets.py``):
 
 - ``VOCdevkit/VOC2012``: ``JPEGImages/<id>.jpg``; ``SegmentationClass/<id>.png`` (palette
   PNG, 255 on a thin "void" outline, as VOC draws it) for the ``train.txt`` and ``val.txt``
@@ -32,28 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from pretrain.synthetic import NUM_CLASSES, render_scene, semantic_map
-
-VOC_SUBDIR = "VOCdevkit/VOC2012"
-CITYSCAPES_SUBDIR = "cityscapes"
-ADE20K_SUBDIR = "ade/ADEChallengeData2016"
+from transfer import datasets as ds
 
 # person, rider, car, ...: one "thing" train id per scene class (Cityscapes has 8: 11..18)
 CITYSCAPES_THING_TRAIN_IDS = tuple(range(11, 11 + NUM_CLASSES))
-
-
-def voc_palette() -> list[int]:
-    """The PASCAL VOC colour map (bit-interleaved label index), 256 RGB triples flattened."""
-    palette = []
-    for label in range(256):
-        r = g = b = 0
-        c = label
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        palette += [r, g, b]
-    return palette
 
 
 def outline(label: np.ndarray) -> np.ndarray:
@@ -108,8 +90,8 @@ def write_voc12aug(root: str | Path, num_train: int, num_val: int, size: int = 6
     ``SegmentationClass``), the rest SBD's extra images (``aug.txt``, labels only in
     ``SegmentationClassAug``)."""
     _check_sizes(num_train, num_val, size)
-    voc = Path(root) / VOC_SUBDIR
-    palette = voc_palette()
+    voc = ds.VOC12AUG.folder(root)
+    palette = ds.voc_palette()
     ids = {"train": [f"2012_{i:06d}" for i in range(num_train)],
            "val": [f"2012_{num_train + i:06d}" for i in range(num_val)]}
     voc_train = ids["train"][: max(1, num_train // 2)]
@@ -118,13 +100,13 @@ def write_voc12aug(root: str | Path, num_train: int, num_val: int, size: int = 6
         for name in names:
             image, objects = render_scene(rng, size, size, NUM_CLASSES)
             label = semantic_map(objects, size, size, background=0, offset=1)
-            _save(image, voc / "JPEGImages" / f"{name}.jpg")
+            _save(image, voc / ds.VOC_IMAGES / f"{name}.jpg")
             if split == "train":
-                _save(label, voc / "SegmentationClassAug" / f"{name}.png")
+                _save(label, voc / ds.VOC_AUG_LABELS / f"{name}.png")
             if split == "val" or name in voc_train:
-                voc_label = np.where(outline(label), 255, label).astype(np.uint8)
-                _save(voc_label, voc / "SegmentationClass" / f"{name}.png", palette)
-    sets = voc / "ImageSets" / "Segmentation"
+                voc_label = np.where(outline(label), ds.VOC_IGNORE, label).astype(np.uint8)
+                _save(voc_label, voc / ds.VOC_LABELS / f"{name}.png", palette)
+    sets = voc / ds.VOC_SPLITS
     _write_lines(sets / "train.txt", voc_train)
     _write_lines(sets / "val.txt", ids["val"])
     _write_lines(sets / "aug.txt", [n for n in ids["train"] if n not in voc_train])
@@ -138,8 +120,8 @@ def write_cityscapes(root: str | Path, num_train: int, num_val: int, size: int =
     ``root/cityscapes``. Images are ``size`` x ``2*size``; training images are spread over two
     cities so the recursive city folders are exercised."""
     _check_sizes(num_train, num_val, size)
-    city_root = Path(root) / CITYSCAPES_SUBDIR
-    for split, count in (("train", num_train), ("val", num_val)):
+    city_root = ds.CITYSCAPES.folder(root)
+    for split, count in zip(ds.CITYSCAPES_SPLITS, (num_train, num_val)):
         rng = _rng(seed, split)
         for i in range(count):
             city = f"synth{split}{i % 2}" if split == "train" else f"synth{split}"
@@ -147,8 +129,10 @@ def write_cityscapes(root: str | Path, num_train: int, num_val: int, size: int =
             image, objects = render_scene(rng, size, 2 * size, NUM_CLASSES)
             label = semantic_map(objects, size, 2 * size, background=0,
                                  offset=CITYSCAPES_THING_TRAIN_IDS[0])
-            _save(image, city_root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png")
-            _save(label, city_root / "gtFine" / split / city / f"{stem}_gtFine_labelTrainIds.png")
+            image_path = city_root / ds.CITYSCAPES_IMAGES / split / city / \
+                f"{stem}{ds.CITYSCAPES_IMAGE_SUFFIX}"
+            _save(image, image_path)
+            _save(label, ds.cityscapes_annotation(city_root, split, image_path))
     return city_root
 
 
@@ -157,17 +141,16 @@ def write_ade20k(root: str | Path, num_train: int, num_val: int, size: int = 64,
     """ADE20k (SceneParsing, ADEChallengeData2016) as mmseg reads it; returns the
     ``ADEChallengeData2016`` folder."""
     _check_sizes(num_train, num_val, size)
-    ade = Path(root) / ADE20K_SUBDIR
-    for split, folder, prefix, count in (("train", "training", "ADE_train", num_train),
-                                         ("val", "validation", "ADE_val", num_val)):
-        rng = _rng(seed, split)
+    ade = ds.ADE20K.folder(root)
+    for split, count in (("train", num_train), ("val", num_val)):
+        folder, rng = ds.ADE20K_SPLITS[split], _rng(seed, split)
         for i in range(count):
-            stem = f"{prefix}_{i + 1:08d}"
+            stem = f"ADE_{split}_{i + 1:08d}"
             image, objects = render_scene(rng, size, size, NUM_CLASSES)
             label = semantic_map(objects, size, size, background=1, offset=2)
             label = np.where(outline(label), 0, label).astype(np.uint8)
-            _save(image, ade / "images" / folder / f"{stem}.jpg")
-            _save(label, ade / "annotations" / folder / f"{stem}.png")
+            _save(image, ade / ds.ADE20K_IMAGES / folder / f"{stem}.jpg")
+            _save(label, ade / ds.ADE20K_ANNOTATIONS / folder / f"{stem}.png")
     return ade
 
 

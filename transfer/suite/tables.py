@@ -6,7 +6,7 @@ suite, entries of ``configs/suites/paper_results.yaml``), their difference, the 
 how its settings deviate from the protocol's (transfer/fingerprint.py). The columns are
 explained in docs/suites.md ("Reading the results"). Rows that did not finish stay in the
 table with their status, so a missing number is never silent. The pictures (table.png,
-plot.png, tradeoff.png) are drawn by transfer/plots.py, with matplotlib.
+plot.png, tradeoff.png) are drawn by transfer/suite/plots.py, with matplotlib.
 """
 import csv
 import io
@@ -379,7 +379,7 @@ def make_tables(result_paths: list[str | Path], out_dir: str | Path,
     trade-off plot was not drawn, or which backbones it leaves out)."""
     results = [read_results(p) for p in result_paths]
     paper_path = Path(paper_path or results[0].get("paper_results")
-                      or Path(__file__).resolve().parent.parent / "configs/suites/paper_results.yaml")
+                      or Path(__file__).resolve().parents[2] / "configs/suites/paper_results.yaml")
     paper = load_paper(paper_path)
     rows = build_rows(results, paper)
     if references:
@@ -391,7 +391,7 @@ def make_tables(result_paths: list[str | Path], out_dir: str | Path,
                "csv": write_text(out_dir / "table.csv", to_csv(rows)),
                "tex": write_text(out_dir / "table.tex", to_latex(rows))}
     if png:
-        from transfer import plots
+        from transfer.suite import plots
 
         title = ", ".join(dict.fromkeys(r["suite"] for r in results))
         written["png"] = plots.table_picture(rows, out_dir / "table.png", title)

@@ -1,28 +1,16 @@
-"""Run a suite's plan (``transfer.suite``): resumable, on this machine or on SLURM.
+"""Run a suite's plan (``plan.py``): resumable, on this machine or on SLURM.
 
-State lives on disk, in each step's folder, so an interrupted suite resumes where it stopped:
-
-- a step is finished when its output exists (``backbone.pth`` of pretraining, the converted
-  ``mmseg.pth``, the experiment's ``metrics.json``, readable); finished steps are skipped;
-- ``suite_status.json`` beside it records the last attempt: state (running, finished, failed,
-  interrupted, submitted), return code, log path, wall time, the source file's size and mtime,
-  the SLURM job id;
-- a finished step whose backbone file changed since it ran (a new pretraining, a replaced
-  checkpoint), or whose command changed (suite file, ``--set``, ``--gpus``, data root), is
-  stale: its folder is moved aside (``<folder>.stale-<time>``) and it runs again.
-
-The output of every step goes to ``suite.log`` in its folder; the console gets one status
-line per step and a heartbeat (elapsed time and the log's last line) while it runs.
-After every step ``WORK_DIR/results.json`` is rewritten (atomically): one row per backbone x
-experiment with its metrics, cost and protocol fingerprint (a seeded row: the mean and std
-over its seeds, each seed's record kept), what tools/make_table.py reads.
+Whether a step is finished, stale, running or failed is read from its folder (``state.py``),
+so running the same plan again resumes it. The output of every step goes to ``suite.log`` in
+its folder; the console gets one status line per step and a heartbeat (elapsed time and the
+log's last line) while it runs. After every step ``WORK_DIR/results.json`` is rewritten
+(``results.py``).
 
 A step that cannot start is ``blocked`` (a step it needs did not finish, its backbone file or
 a required framework is missing) or ``missing_extra`` (only an optional extra is missing,
 transfer/extras.py): the run's exit status is 1 for failed, interrupted and blocked steps,
 0 when the only ones left are ``missing_extra``.
 """
-import json
 import os
 import re
 import selectors
@@ -30,145 +18,17 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
-from pretrain.pids import pid_alive
-from transfer import extras
-from transfer.seeds import aggregate_metrics, row_state
-from transfer.suite import ROOT, Plan, Step
-
-STATUS_FILE = "suite_status.json"
-RESULTS_FILE = "results.json"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON atomically (temp file + os.replace): a reader never sees half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def read_status(step: Step) -> dict:
-    path = step.folder / STATUS_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def write_status(step: Step, **fields) -> dict:
-    status = dict(read_status(step), step=step.id, updated_at=_now(), **fields)
-    write_json(step.folder / STATUS_FILE, status)
-    return status
-
-
-def fingerprint(source: str) -> dict:
-    """What identifies a backbone file cheaply: path, size and modification time."""
-    if not source or source.startswith("random"):
-        return {"source": source}
-    try:
-        stat = os.stat(source)
-    except OSError:
-        return {"source": source, "missing": True}
-    return {"source": source, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def gpu_type(gpus: int) -> str:
-    if gpus == 0:
-        return "cpu"
-    if shutil.which("nvidia-smi"):
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True)
-        names = out.stdout.strip().splitlines()
-        if out.returncode == 0 and names:
-            return names[0].strip()
-    return "unknown"
-
-
-def slurm_job_active(job_id: str | None) -> bool | None:
-    """True/False when squeue can tell, None when it cannot (no squeue here)."""
-    if not job_id or not shutil.which("squeue"):
-        return None
-    out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True,
-                         text=True)
-    return out.returncode == 0 and bool(out.stdout.strip())
-
-
-def output_ok(step: Step) -> tuple[bool, str]:
-    if not step.output.is_file():
-        return False, f"{step.output} not written yet"
-    if step.kind == "experiment":
-        from transfer.metrics import read_metrics
-
-        try:
-            read_metrics(step.output)
-        except ValueError as exc:
-            return False, str(exc)
-    return True, ""
-
-
-def step_state(step: Step) -> tuple[str, str]:
-    """(state, reason): finished | stale | queued | running | failed | interrupted | pending.
-    A step recorded as running whose process is gone (its runner was killed) is interrupted;
-    one whose process still runs (another runner, or an orphan of a killed one) is running."""
-    status = read_status(step)
-    done, why = output_ok(step)
-    if done:
-        recorded = status.get("fingerprint")
-        if step.kind != "pretrain" and recorded and recorded != fingerprint(step.source):
-            return "stale", f"{step.source} changed since this step ran"
-        command = status.get("command")  # the tool's arguments, without the interpreter
-        if command is not None and command != step.argv[1:]:
-            return "stale", "its command changed since it ran (suite file, --set, --gpus, data root)"
-        return "finished", ""
-    state = status.get("state")
-    if state == "submitted":
-        active = slurm_job_active(status.get("job_id"))
-        if active is not False:
-            return "queued", f"SLURM job {status.get('job_id')}" + (
-                "" if active else " (squeue not available here: assumed still queued)")
-        return "pending", f"SLURM job {status.get('job_id')} left the queue without a result"
-    if state in ("failed", "interrupted"):
-        return state, f"return code {status.get('returncode')}, log {status.get('log')}"
-    if state == "running":
-        pid = status.get("pid")
-        if status.get("host") == socket.gethostname() and pid and pid_alive(pid):
-            return "running", f"process {pid} on this machine is running it, log {status.get('log')}"
-        # the runner was killed while this step ran, and its process is gone
-        return "interrupted", f"was running on {status.get('host')}, log {status.get('log')}"
-    return "pending", why
-
-
-# The framework each task's tool imports. detectron2 is an optional extra (its rows are
-# ``missing_extra`` without it, not a failure); MMSegmentation is part of the environment.
-FRAMEWORKS = {"segmentation": "mmseg", "dense_retrieval": "mmseg", "detection": "detectron2"}
-REQUIRED_HINTS = {"mmseg": "MMSegmentation is not installed (tools/setup_env.sh installs it; "
-                           "docs/segmentation.md)"}
-
-
-def framework_missing(step: Step) -> tuple[str, str]:
-    """('', '') when the step's framework can run here, else (state, why): ``missing_extra``
-    for an optional extra (transfer/extras.py; hidden ones too), ``blocked`` for a required
-    framework. The runner uses its own interpreter for the tools, so looking here is looking
-    there (VICREGL_HIDE_EXTRAS is inherited by them)."""
-    name = FRAMEWORKS.get(step.experiment.task if step.experiment else "")
-    if name is None or extras.available(name):
-        return "", ""
-    if name in extras.INSTALL_HINTS:
-        return "missing_extra", extras.missing_reason(name)
-    hidden = name in extras.hidden()
-    return "blocked", extras.missing_reason(name) if hidden else REQUIRED_HINTS[name]
+from transfer.suite.plan import Plan, Step
+from transfer.suite.results import write_results
+from transfer.suite.spec import ROOT
+from transfer.suite.state import (fingerprint, framework_missing, now_utc, output_ok,
+                                  step_state, write_status)
 
 
 def launch_argv(step: Step) -> list[str]:
@@ -187,7 +47,7 @@ def run_logged(argv: list[str], log: str, cwd: str, on_output=None,
     env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as sink:
-        sink.write(f"\n=== {_now()} {socket.gethostname()}: {' '.join(argv)}\n".encode())
+        sink.write(f"\n=== {now_utc()} {socket.gethostname()}: {' '.join(argv)}\n".encode())
         sink.flush()
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -257,6 +117,18 @@ class Heartbeat:
             self.last_print = time.time()
 
 
+def gpu_type(gpus: int) -> str:
+    if gpus == 0:
+        return "cpu"
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True)
+        names = out.stdout.strip().splitlines()
+        if out.returncode == 0 and names:
+            return names[0].strip()
+    return "unknown"
+
+
 @dataclass
 class RunOptions:
     launcher: str = "local"  # local | slurm
@@ -295,9 +167,7 @@ class SuiteRunner:
         return step_state(step)
 
     def write_results(self) -> Path:
-        path = self.plan.work_dir / RESULTS_FILE
-        write_json(path, collect(self.plan, self.blocked, self.missing_extra))
-        return path
+        return write_results(self.plan, self.blocked, self.missing_extra)
 
     def _move_aside(self, step: Step, why: str) -> None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -415,7 +285,7 @@ class SuiteRunner:
         argv = launch_argv(step)
         step.folder.mkdir(parents=True, exist_ok=True)
         write_status(step, state="running", argv=argv, command=step.argv[1:], log=str(step.log),
-                     started_at=_now(),
+                     started_at=now_utc(),
                      host=socket.gethostname(), fingerprint=fingerprint(step.source),
                      returncode=None, job_id=None, error=None)
         start = time.time()
@@ -429,7 +299,7 @@ class SuiteRunner:
             return
         ok, why = output_ok(step) if rc == 0 else (False, f"exit status {rc}")
         write_status(step, state="finished" if ok else "failed", returncode=rc, wall_s=wall,
-                     gpus=step.gpus, gpu_type=gpu_type(step.gpus), finished_at=_now(),
+                     gpus=step.gpus, gpu_type=gpu_type(step.gpus), finished_at=now_utc(),
                      error=None if ok else why)
         if ok:
             print(f"  finished {step.id} in {_duration(wall)}", flush=True)
@@ -469,7 +339,7 @@ class SuiteRunner:
                 print(f"  FAILED   {step.id}: submission failed; log {step.log}", flush=True)
                 return
             write_status(step, state="submitted", job_id=found.group(1), log=str(step.log),
-                         submitted_at=_now(), fingerprint=fingerprint(step.source),
+                         submitted_at=now_utc(), fingerprint=fingerprint(step.source),
                          command=step.argv[1:])
             print(f"  submitted {step.id} as job {found.group(1)}", flush=True)
             return
@@ -492,7 +362,7 @@ class SuiteRunner:
         job = executor.submit(run_logged, launch_argv(step), str(step.log), str(ROOT))
         self.submitted[step.id] = job
         write_status(step, state="submitted", job_id=str(job.job_id), log=str(step.log),
-                     submitted_at=_now(), fingerprint=fingerprint(step.source),
+                     submitted_at=now_utc(), fingerprint=fingerprint(step.source),
                      command=step.argv[1:], gpus=step.gpus, returncode=None)
         print(f"  submitted {step.id} as job {job.job_id}", flush=True)
 
@@ -512,7 +382,7 @@ class SuiteRunner:
                     error = None if rc == 0 else f"exit status {rc}"
                 ok, why = output_ok(step) if error is None else (False, error)
                 write_status(step, state="finished" if ok else "failed", returncode=rc,
-                             finished_at=_now(), error=None if ok else why)
+                             finished_at=now_utc(), error=None if ok else why)
                 print(f"  {'finished' if ok else 'FAILED  '} {step_id}"
                       + ("" if ok else f": {why}; log {step.log}"), flush=True)
                 del pending[step_id]
@@ -549,121 +419,3 @@ def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
-
-
-def _numbers(metrics: dict) -> dict:
-    """metrics.json ``metrics`` without the per-class tables (kept in the file itself)."""
-    return {k: _numbers(v) if isinstance(v, dict) else v for k, v in metrics.items()
-            if k != "per_class"}
-
-
-def _row_state(step: Step, blocked: dict[str, str], missing: dict[str, str]) -> tuple[str, str]:
-    """The step's state for the tables: the runner's verdict (blocked, missing_extra) when it
-    did not finish, a missing framework for a pending step (``--collect-only``)."""
-    state, reason = step_state(step)
-    if state == "finished":
-        return state, reason
-    if step.id in missing:
-        return "missing_extra", missing[step.id]
-    if step.id in blocked:
-        return "blocked", blocked[step.id]
-    if state == "pending":
-        kind, why = framework_missing(step)
-        if kind:
-            return kind, why
-    return state, reason
-
-
-def _step_record(step: Step, blocked: dict[str, str], missing: dict[str, str]) -> dict:
-    """One step's state, metrics, cost and protocol fingerprint, from the files on disk."""
-    from transfer.metrics import read_metrics
-
-    state, reason = _row_state(step, blocked, missing)
-    record = {"id": step.id, "seed": step.seed, "status": state, "reason": reason,
-              "log": str(step.log), "metrics_path": str(step.output),
-              "runner_wall_s": read_status(step).get("wall_s"), "metrics": None, "cost": None,
-              "settings": None, "reference_settings": None}
-    if state == "finished":
-        found = read_metrics(step.output)
-        record.update(metrics=_numbers(found["metrics"]), cost=found.get("cost"),
-                      protocol=found.get("protocol"), dataset=found.get("dataset"),
-                      backbone_record=found.get("backbone"), finished_at=found.get("finished_at"),
-                      git_sha=found.get("git_sha"), settings=found.get("settings"),
-                      reference_settings=found.get("reference_settings"))
-    return record
-
-
-def _summed_cost(costs: list[dict]) -> dict | None:
-    """The cost of a seeded row: its seeds' wall time and GPU-hours added up."""
-    if not costs:
-        return None
-    return {"wall_s": round(sum(c.get("wall_s") or 0.0 for c in costs), 1),
-            "gpus": costs[0].get("gpus"), "gpu_type": costs[0].get("gpu_type"),
-            "gpu_hours": round(sum(c.get("gpu_hours") or 0.0 for c in costs), 3)}
-
-
-def _seeded_row(records: list[dict]) -> dict:
-    """A row of several seeds: its state, the mean and std of every metric over the finished
-    seeds, their number, the summed cost; each seed's own record kept under ``seeds``."""
-    done = [r for r in records if r["status"] == "finished"]
-    state, reason = row_state([(r["status"], r["reason"]) for r in records])
-    means, stds = aggregate_metrics([r["metrics"] for r in done])
-    first = done[0] if done else {}
-    failing = next((r for r in records if r["status"] != "finished"), records[0])
-    return {"status": state, "reason": reason, "log": failing["log"],
-            "metrics_path": failing["metrics_path"],
-            "runner_wall_s": sum(r["runner_wall_s"] or 0.0 for r in records) or None,
-            "metrics": means if done else None, "metrics_std": stds if done else None,
-            "n_seeds": len(done), "seeds_planned": len(records),
-            "cost": _summed_cost([r["cost"] for r in done if r["cost"]]),
-            "protocol": first.get("protocol"), "dataset": first.get("dataset"),
-            "settings": first.get("settings"),
-            "reference_settings": first.get("reference_settings"), "seeds": records}
-
-
-def _row(steps: list[Step], blocked: dict[str, str], missing: dict[str, str]) -> dict:
-    step = steps[0]
-    exp, bb = step.experiment, step.backbone
-    row = {"id": step.row, "backbone": bb.name, "backbone_label": bb.label, "arch": bb.arch,
-           "source": step.source, "paper_models": bb.paper, "experiment": exp.name,
-           "experiment_label": exp.label, "paper_experiment": exp.paper, "task": exp.task,
-           "task_protocol": exp.protocol or None, "metric": exp.metric,
-           "metrics_shown": [exp.metric] + exp.metrics}
-    records = [_step_record(s, blocked, missing) for s in steps]
-    if step.seed is None:
-        record = records[0]
-        del record["id"], record["seed"]
-        finished = record["status"] == "finished"
-        row.update(record, metrics_std=None, n_seeds=int(finished), seeds_planned=1, seeds=None)
-    else:
-        row.update(_seeded_row(records))
-    return row
-
-
-def collect(plan: Plan, blocked: dict[str, str] | None = None,
-            missing: dict[str, str] | None = None) -> dict:
-    """Everything the tables need, from the files on disk (not from memory): one row per
-    backbone x experiment (a seeded row holds its seeds), the pretraining steps."""
-    from pretrain.checkpoint import git_sha
-
-    blocked, missing = blocked or {}, missing or {}
-    grouped: dict[str, list[Step]] = {}
-    for step in plan.rows:
-        grouped.setdefault(step.row, []).append(step)
-    rows = [_row(steps, blocked, missing) for steps in grouped.values()]
-    pretraining = []
-    for step in plan.steps:
-        if step.kind != "pretrain":
-            continue
-        status = read_status(step)
-        state, _ = step_state(step)
-        wall, gpus = status.get("wall_s"), status.get("gpus", step.gpus)
-        pretraining.append({
-            "backbone": step.backbone.name, "status": state, "folder": str(step.folder),
-            "wall_s": wall, "gpus": gpus, "gpu_type": status.get("gpu_type"),
-            "gpu_hours": round(wall * gpus / 3600, 3) if wall is not None and gpus else 0.0,
-            "job_id": status.get("job_id")})
-    return {"suite": plan.suite.name, "suite_file": str(plan.suite.path),
-            "paper_results": str(plan.suite.paper_results), "work_dir": str(plan.work_dir),
-            "data_root": str(plan.data_root), "collected_at": _now(), "git_sha": git_sha(),
-            "python": sys.executable, "rows": rows, "pretraining": pretraining}

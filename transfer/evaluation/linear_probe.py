@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from pretrain.checkpoint import atomic_save
 from pretrain.official import load_state_file
-from transfer.classification import Split, shard, topk_correct
+from transfer.evaluation.classification import Split, shard, topk_correct
 
 CHECKPOINT = "linear_checkpoint.pth"
 

@@ -10,10 +10,10 @@ import torch
 import torchvision
 
 from pretrain.distributed import init_distributed
-from transfer import classification as cls
-from transfer.linear_probe import REFERENCE as LINEAR_REFERENCE
-from transfer.linear_probe import LinearRecipe, train_linear
-from transfer.dense_retrieval import choose_subset
+from transfer.evaluation import classification as cls
+from transfer.evaluation.linear_probe import REFERENCE as LINEAR_REFERENCE
+from transfer.evaluation.linear_probe import LinearRecipe, train_linear
+from transfer.evaluation.dense_retrieval import choose_subset
 from transfer.metrics import write_metrics
 from transfer.seed_runs import planned_runs
 

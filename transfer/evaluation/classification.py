@@ -8,7 +8,7 @@ k-NN protocol (DINO, Caron et al. 2021, eval_knn.py): features L2-normalised, co
 similarity, the k = 20 nearest training images vote for their class with weight
 exp(sim / 0.07), votes summed per class; top-1 / top-5 of the summed votes. Train and val
 images both go through the evaluation transform (resize 256, centre crop 224).
-The linear protocol is in ``transfer/linear_probe.py``.
+The linear protocol is in ``transfer/evaluation/linear_probe.py``.
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,8 @@ from torchvision import datasets, transforms
 from tqdm import tqdm
 
 from pretrain.backbones import build_backbone
-from transfer.knn import l2_normalise, topk_cosine
+from transfer.datasets import IMAGEFOLDER_SPLITS
+from transfer.evaluation.knn import l2_normalise, topk_cosine
 from transfer.weights import BackboneWeights, read_backbone
 
 # torchvision's ImageNet statistics, as the official evaluate.py normalises (std 0.229 here,
@@ -65,8 +66,9 @@ def _folder(path: Path, transform) -> datasets.ImageFolder:
 
 def image_folders(root: str | Path, dataset: str, train_tf, val_tf) -> Split:
     """The train and val ImageFolders of ``root/dataset``; their class folders must agree."""
-    base = Path(root) / dataset
-    split = Split(_folder(base / "train", train_tf), _folder(base / "val", val_tf))
+    train, val = (Path(root) / dataset / split for split in IMAGEFOLDER_SPLITS)
+    base = train.parent
+    split = Split(_folder(train, train_tf), _folder(val, val_tf))
     if split.train.classes != split.val.classes:
         missing = sorted(set(split.train.classes) ^ set(split.val.classes))
         raise ValueError(f"{base}: train and val class folders differ ({missing[:5]}); the "

@@ -1,5 +1,5 @@
 """Exact cosine k-nearest-neighbour search in chunks (pure torch), shared by the global k-NN
-classifier (transfer/classification.py) and the dense retrieval (transfer/dense_retrieval.py).
+classifier (classification.py) and the dense retrieval (dense_retrieval.py), beside it.
 
 Exact search with ``torch.topk`` over matrix-product chunks, not faiss: faiss is not a pinned
 dependency of the suite, and at these sizes (an ImageNet train bank of 1.28M x 2048, a dense

@@ -16,7 +16,7 @@ not measured here. Pure functions: no files, no frameworks.
 import math
 from dataclasses import dataclass
 
-from transfer.tables import metric_value
+from transfer.suite.tables import metric_value
 
 SPREAD_FACTOR = 2.0
 DENSE_TASKS = ("segmentation", "dense_retrieval")

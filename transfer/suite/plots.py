@@ -1,5 +1,5 @@
 """The results as pictures: the main table (table.png), bars per experiment (plot.png) and the
-local/global trade-off (tradeoff.png), from the rows of transfer/tables.py. matplotlib is
+local/global trade-off (tradeoff.png), from the rows of transfer/suite/tables.py. matplotlib is
 imported by the drawing functions only (Agg backend: no display needed); every file is
 written to a temporary name and renamed, so a reader never sees half a picture.
 """
@@ -35,7 +35,7 @@ def _save(fig, path: Path) -> Path:
 def table_picture(rows, path: Path, title: str) -> Path:
     """The main comparison (backbones down, experiments across, ``ours (paper, delta)``) as a
     matplotlib table, with the deviation notes under it."""
-    from transfer.tables import deviation_notes, summary_table
+    from transfer.suite.tables import deviation_notes, summary_table
 
     plt = _pyplot()
     header, body = summary_table(rows)

@@ -1,0 +1,234 @@
+"""Suites: which backbones meet which transfer experiments (``configs/suites/*.yaml``).
+
+This module reads and checks a suite file (``load_suite``); ``plan.py`` expands it into the
+steps to run. No framework is imported here.
+
+A suite file (full description in docs/suites.md)::
+
+    name: vicregl_resnet50
+    variables: {checkpoints: checkpoints}        # defaults of --set KEY=VALUE
+    backbones:
+      official_r50_alpha0.75:
+        arch: resnet50
+        source: "{checkpoints}/resnet50_alpha0.75.pth"   # or random:0, or a torchvision file
+        paper: resnet50_alpha0.75                # model(s) of paper_results.yaml to compare with
+      ours_r50_alpha0.75:
+        arch: resnet50
+        pretrain: {config: configs/pretrain/..., overrides: [...], gpus: 8}
+    experiments:
+      voc12aug_linear:
+        task: segmentation    # segmentation | detection | classification | dense_retrieval
+                              # | command
+        config: configs/segmentation/linear_{arch}_voc12aug_40k.py
+        metric: mIoU
+        gpus: 8
+        seeds: 3                                 # 3 runs of the head, seeds 0..2 (default: one)
+      in1k_knn:
+        task: classification                     # tools/cls_eval.py
+        protocol: knn                            # knn (default) | linear
+        metric: top1
+
+Rows are every backbone x every experiment whose ``archs`` patterns match the backbone's
+architecture. Strings may hold placeholders: ``{data_root}``, ``{work_dir}``, ``{root}`` (the
+repository), ``{python}``, ``{arch}``, ``{backbone}``, ``{experiment}``, ``{row_dir}``,
+``{source}``, ``{checkpoint}`` (the converted mmseg checkpoint), ``{gpus}``, ``{seed}`` (the
+step's seed; 0 when the experiment has no ``seeds``) and the suite's ``variables``.
+
+``seeds: N`` (N > 1) makes N steps of a row, ``<backbone>/<experiment>/seed<k>`` for k = 0..N-1,
+each in ``<row folder>/seed<k>`` and given its seed (``--seed k``, detectron2's ``SEED k``);
+without it (or N = 1) a row is one step that passes no seed (the tool's default).
+"""
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = ("segmentation", "detection", "classification", "dense_retrieval", "command")
+CLASSIFICATION_PROTOCOLS = ("knn", "linear")
+BUILTINS = ("data_root", "work_dir", "root", "python", "arch", "backbone", "experiment",
+            "row_dir", "source", "checkpoint", "gpus", "seed")
+
+SUITE_KEYS = {"name", "description", "variables", "backbones", "experiments", "paper_results"}
+BACKBONE_KEYS = {"arch", "source", "pretrain", "paper", "label"}
+PRETRAIN_KEYS = {"config", "overrides", "gpus", "nodes"}
+EXPERIMENT_KEYS = {"task", "config", "command", "metric", "metrics", "gpus", "options",
+                   "archs", "paper", "label", "resume", "protocol", "seeds"}
+
+
+class SuiteError(ValueError):
+    """The suite file is not usable; the message names the file and the entry."""
+
+
+@dataclass
+class Backbone:
+    name: str
+    arch: str
+    source: str | None  # None: produced by this suite's pretraining
+    pretrain: dict | None = None
+    paper: list[str] = field(default_factory=list)
+    label: str = ""
+
+
+@dataclass
+class Experiment:
+    name: str
+    task: str
+    metric: str
+    config: str | None = None
+    command: list[str] | None = None
+    metrics: list[str] = field(default_factory=list)  # shown besides the main metric
+    gpus: int = 1
+    options: list[str] = field(default_factory=list)
+    archs: list[str] = field(default_factory=lambda: ["*"])
+    paper: str = ""  # experiment key in paper_results.yaml (default: the name)
+    label: str = ""
+    resume: bool = True
+    protocol: str = ""  # classification: knn | linear
+    seeds: int = 1  # > 1: that many steps, one per seed
+
+    @property
+    def seeded(self) -> bool:
+        return self.seeds > 1
+
+    def applies_to(self, arch: str) -> bool:
+        return any(fnmatch.fnmatchcase(arch, pattern) for pattern in self.archs)
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    description: str
+    variables: dict[str, str]
+    backbones: dict[str, Backbone]
+    experiments: dict[str, Experiment]
+    paper_results: Path
+
+
+def _fail(path, text: str):
+    raise SuiteError(f"{path}: {text}")
+
+
+def _check_keys(path, where: str, entry, allowed: set[str]) -> dict:
+    if not isinstance(entry, dict):
+        _fail(path, f"{where} must be a mapping, got {type(entry).__name__}")
+    unknown = sorted(set(entry) - allowed)
+    if unknown:
+        _fail(path, f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
+                    f"{', '.join(sorted(allowed))}")
+    return entry
+
+
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
+def _positive_int(path, where: str, value, minimum: int = 0) -> int:
+    if not isinstance(value, int) or value < minimum:
+        _fail(path, f"{where} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _protocol(path, where: str, task: str, value) -> str:
+    """The classification protocol (default knn); other tasks take their config's."""
+    if task != "classification":
+        if value is not None:
+            _fail(path, f"{where}.protocol: only classification experiments take 'protocol' "
+                        f"(knn | linear); a {task} experiment's protocol is its config")
+        return ""
+    value = "knn" if value is None else value
+    if value not in CLASSIFICATION_PROTOCOLS:
+        _fail(path, f"{where}.protocol must be one of {', '.join(CLASSIFICATION_PROTOCOLS)}, "
+                    f"got {value!r}")
+    return value
+
+
+def _load_experiment(path, name: str, entry) -> Experiment:
+    """One ``experiments:`` entry, checked."""
+    where = f"experiments.{name}"
+    _check_keys(path, where, entry, EXPERIMENT_KEYS)
+    task = entry.get("task")
+    if task not in TASKS:
+        _fail(path, f"{where}.task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task == "command":
+        if not entry.get("command") or not isinstance(entry["command"], list):
+            _fail(path, f"{where}: a 'command' task needs 'command' as a list of arguments")
+    elif not entry.get("config") and task != "classification":
+        _fail(path, f"{where}: a {task} experiment needs 'config'")
+    if not entry.get("metric"):
+        _fail(path, f"{where} needs 'metric', the metrics.json entry shown first "
+                    "(e.g. mIoU, bbox_AP, top1)")
+    return Experiment(
+        name=name, task=task, metric=str(entry["metric"]),
+        protocol=_protocol(path, where, task, entry.get("protocol")),
+        seeds=_positive_int(path, f"{where}.seeds", entry.get("seeds", 1), 1),
+        config=str(entry["config"]) if entry.get("config") else None,
+        command=_as_list(entry.get("command")) or None,
+        metrics=_as_list(entry.get("metrics")),
+        gpus=_positive_int(path, f"{where}.gpus", entry.get("gpus", 1)),
+        options=_as_list(entry.get("options")), archs=_as_list(entry.get("archs")) or ["*"],
+        paper=str(entry.get("paper", name)), label=str(entry.get("label", name)),
+        resume=bool(entry.get("resume", True)))
+
+
+def load_suite(path: str | Path, variables: dict[str, str] | None = None) -> Suite:
+    """Read and check a suite file; ``variables`` (from ``--set``) override its defaults."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"suite file {path} does not exist (see configs/suites/)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SuiteError(f"{path}: not valid YAML ({exc})") from exc
+    _check_keys(path, "the suite", raw, SUITE_KEYS)
+    for key in ("backbones", "experiments"):
+        if not raw.get(key):
+            _fail(path, f"needs a non-empty '{key}' mapping")
+
+    defaults = {str(k): str(v) for k, v in (raw.get("variables") or {}).items()}
+    for key, value in (variables or {}).items():
+        if key not in defaults:
+            _fail(path, f"--set {key}=...: the suite has no variable {key!r}; its variables: "
+                        f"{', '.join(sorted(defaults)) or 'none'}")
+        defaults[key] = value
+    clash = sorted(set(defaults) & set(BUILTINS))
+    if clash:
+        _fail(path, f"variables {', '.join(clash)} are built-in placeholders; rename them")
+
+    backbones = {}
+    for name, entry in raw["backbones"].items():
+        where = f"backbones.{name}"
+        _check_keys(path, where, entry, BACKBONE_KEYS)
+        if "arch" not in entry:
+            _fail(path, f"{where} needs 'arch' (e.g. resnet50, convnext_small)")
+        if ("source" in entry) == ("pretrain" in entry):
+            _fail(path, f"{where} needs exactly one of 'source' (a checkpoint file, random:SEED) "
+                        "and 'pretrain' (a recipe this suite runs)")
+        pretrain = entry.get("pretrain")
+        if pretrain is not None:
+            _check_keys(path, f"{where}.pretrain", pretrain, PRETRAIN_KEYS)
+            if "config" not in pretrain:
+                _fail(path, f"{where}.pretrain needs 'config' (a recipe in configs/pretrain/)")
+            pretrain = {"config": str(pretrain["config"]),
+                        "overrides": _as_list(pretrain.get("overrides")),
+                        "gpus": _positive_int(path, f"{where}.pretrain.gpus",
+                                              pretrain.get("gpus", 1)),
+                        "nodes": _positive_int(path, f"{where}.pretrain.nodes",
+                                               pretrain.get("nodes", 1), 1)}
+        backbones[str(name)] = Backbone(
+            name=str(name), arch=str(entry["arch"]),
+            source=str(entry["source"]) if "source" in entry else None, pretrain=pretrain,
+            paper=_as_list(entry.get("paper")), label=str(entry.get("label", name)))
+
+    experiments = {str(name): _load_experiment(path, str(name), entry)
+                   for name, entry in raw["experiments"].items()}
+
+    paper = Path(str(raw.get("paper_results", "configs/suites/paper_results.yaml")))
+    return Suite(name=str(raw.get("name", path.stem)), path=path,
+                 description=str(raw.get("description", "")).strip(), variables=defaults,
+                 backbones=backbones, experiments=experiments,
+                 paper_results=paper if paper.is_absolute() else ROOT / paper)
