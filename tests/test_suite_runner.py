@@ -385,6 +385,52 @@ def test_seeded_row_runs_each_seed_and_reports_mean_std_n(tmp_path):
     assert "| random R18 | 11.5 ± 0.7 (n=2/3)† |" in (work / "table" / "table.md").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_grouped_seeds_run_in_one_process_of_the_real_tool(tmp_path):
+    """--group-seeds: the 3 seeds of a k-NN row run as one tools/cls_eval.py --seeds process
+    (the same pid in every seed's status), each seed gets its own metrics.json and state, a
+    seed deleted afterwards is the only one run again, and the rerun's process has only it."""
+    from transfer.synthetic.image_folder import write_image_folder
+
+    write_image_folder(tmp_path / "data" / "imagenet", 24, 32, seed=0, num_val=12)
+    suite = tmp_path / "knn.yaml"
+    suite.write_text(textwrap.dedent('''
+        name: grouped
+        backbones:
+          rnd: {arch: convnext_mini, source: "random:0", label: random}
+        experiments:
+          knn:
+            task: classification
+            protocol: knn
+            metric: top1
+            seeds: 3
+            gpus: 0
+            options: [--image-size, "32", --resize, "32", --batch-size, "12", --workers, "0",
+                      --memory-fraction, "0.5", --k, "5"]
+    '''))
+    work = tmp_path / "work"
+    args = (suite, "--work-dir", work, "--data-root", tmp_path / "data", "--group-seeds")
+    out = run_suite(*args, check=0, timeout=300).stdout
+    assert "rnd/knn/seed{0,1,2} in one process" in out
+    statuses = [json.loads((work / f"runs/rnd/knn/seed{k}/suite_status.json").read_text())
+                for k in range(3)]
+    assert len({s["pid"] for s in statuses}) == 1
+    assert " ".join(statuses[0]["argv"]).endswith("--k 5 --seeds 0 1 2")
+    assert [s["state"] for s in statuses] == ["finished"] * 3
+    row, = json.loads((work / "results.json").read_text())["rows"]
+    assert row["status"] == "finished" and row["n_seeds"] == 3
+    assert [s["seed"] for s in row["seeds"]] == [0, 1, 2]
+
+    shutil.rmtree(work / "runs/rnd/knn/seed1")
+    again = run_suite(*args, check=0, timeout=300).stdout
+    assert "done     rnd/knn/seed0" in again and "done     rnd/knn/seed2" in again
+    assert "finished rnd/knn/seed1 in " in again and "in one process" not in again
+    status = json.loads((work / "runs/rnd/knn/seed1/suite_status.json").read_text())
+    argv = " ".join(status["argv"])  # a lone seed runs as its own step
+    assert " --seed 1 " in argv and "--seeds" not in argv
+
+
 # ---- optional extras ----------------------------------------------------------------------
 
 def write_detection_suite(tmp: Path) -> Path:

@@ -148,7 +148,8 @@ def run_suite(plan, steps, args, variables: dict, mode: str) -> int:
             f"--data-root {plan.data_root} --pretrain"
             + "".join(f" --set {k}={v}" for k, v in variables.items()))
     options = RunOptions(jobs=args.jobs, pretrain=True, heartbeat_s=args.heartbeat,
-                         stream=args.stream, retry_hint=hint)
+                         stream=args.stream, retry_hint=hint + " --group-seeds",
+                         group_seeds=True)  # a row's seeds in one process: start-up paid once
     skipped = {s.id for s in steps if framework_missing(s)[0]}  # will not run
     with ProgressMonitor(steps, PRIORS[mode], args.jobs, args.progress_every, skipped):
         return SuiteRunner(plan, steps, options).run()

@@ -37,6 +37,7 @@ import sys
 import _bootstrap  # noqa: F401
 
 from pretrain.config import data_root as default_data_root
+from pretrain.preflight import check_output_dir
 from transfer.suite.plan import make_plan, select
 from transfer.suite.results import RESULTS_FILE, write_results
 from transfer.suite.runner import RunOptions, SuiteRunner, launch_argv
@@ -97,6 +98,11 @@ def _add_launch_args(parser) -> None:
                        help="steps run at the same time on this machine (CPU runs: each gets "
                             "cores / jobs OpenMP threads unless OMP_NUM_THREADS is set). On "
                             "GPUs keep 1 unless the experiments' GPUs add up to the machine's")
+    slurm.add_argument("--group-seeds", action="store_true",
+                       help="local: run the ready seeds of a row ('seeds: N') in one process "
+                            "(--seeds of seg_train, cls_eval, dense_nn_eval), paying the "
+                            "start-up once; worth it on a CPU or with short runs. Without it "
+                            "each seed is its own step, so --jobs can run them side by side")
     slurm.add_argument("--launcher", choices=("local", "slurm"), default="local",
                        help="local: on this machine (torchrun for multi-GPU segmentation and "
                             "pretraining, detectron2's own launcher for detection); slurm: "
@@ -168,10 +174,11 @@ def main(argv=None) -> int:
     try:
         suite = load_suite(args.suite, parse_sets(args.set))
         work_dir = args.work_dir or f"work_dirs/suites/{suite.name}"
+        check_output_dir(work_dir, "--work-dir")  # before any step: a file in the way, ...
         plan = make_plan(suite, work_dir, default_data_root(args.data_root), gpus=args.gpus,
                          pretrain_gpus=args.pretrain_gpus)
         steps = select(plan, args.only)
-    except SuiteError as exc:
+    except (SuiteError, OSError) as exc:
         raise SystemExit(f"error: {exc}") from exc
     if args.dry_run:
         print_plan(steps, plan)
@@ -194,7 +201,7 @@ def main(argv=None) -> int:
         heartbeat_s=args.heartbeat, skip_failed=args.skip_failed, rerun=args.rerun,
         retry_hint=retry_hint(argv), partition=args.partition, timeout_min=args.timeout_min,
         cpus_per_gpu=args.cpus_per_gpu, slurm_extra=json.loads(args.slurm_extra),
-        slurm_cluster=args.slurm_cluster, wait=args.wait)
+        slurm_cluster=args.slurm_cluster, wait=args.wait, group_seeds=args.group_seeds)
     # SIGTERM (a scheduler, `kill`) stops the running step the same way Ctrl-C does
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -15,6 +15,8 @@ from transfer.suite.spec import ROOT, Backbone, Experiment, Suite, SuiteError
 
 # How a task's tool is started for more than one GPU: torchrun, or it spawns its own processes
 SPAWN = {"segmentation": "torchrun", "detection": "self", "classification": "torchrun"}
+# Tasks whose tool runs several seeds in one process (--seeds, transfer/seed_runs.py)
+SEEDS_IN_ONE_PROCESS = {"segmentation", "classification", "dense_retrieval"}
 
 
 def fill(text: str, values: dict[str, str], where: str) -> str:
@@ -45,6 +47,9 @@ class Step:
     source: str = ""  # the backbone source this step reads (file path or random:SEED)
     seed: int | None = None  # the seed of a seeded experiment step (None: the tool's default)
     row: str = ""  # experiment steps: <backbone>/<experiment>, shared by a row's seeds
+    # a seeded row's command without a seed, into the row folder: with ``--seeds`` appended,
+    # one process runs several of its seeds (None: the tool takes one seed per process)
+    row_argv: list[str] | None = None
 
     @property
     def log(self) -> Path:
@@ -167,17 +172,24 @@ def _experiment_steps(suite: Suite, bb: Backbone, exp: Experiment, values: dict[
     row_id, row_dir = f"{bb.name}/{exp.name}", work_dir / "runs" / bb.name / exp.name
     n = exp.gpus if gpus is None else gpus
     seeds = list(range(exp.seeds)) if exp.seeded else [None]
+    where = f"{suite.path}: experiments.{exp.name}"
+    row_argv = None
+    if (exp.seeded and exp.task in SEEDS_IN_ONE_PROCESS
+            and not any("{seed}" in option for option in exp.options)):
+        row_values = dict(values, experiment=exp.name, row_dir=str(row_dir), gpus=str(n),
+                          seed="0")
+        row_argv = _experiment_argv(exp, row_values, n, where, None)
     steps = []
     for seed in seeds:
         folder = row_dir if seed is None else row_dir / f"seed{seed}"
         step_values = dict(values, experiment=exp.name, row_dir=str(folder), gpus=str(n),
                            seed=str(seed or 0))
-        argv = _experiment_argv(exp, step_values, n, f"{suite.path}: experiments.{exp.name}",
-                                seed)
+        argv = _experiment_argv(exp, step_values, n, where, seed)
         steps.append(Step(
             row_id if seed is None else f"{row_id}/seed{seed}", "experiment", bb, folder, argv,
             folder / "metrics.json", gpus=n, spawn=SPAWN.get(exp.task, "none"),
-            needs=list(needs), experiment=exp, source=values["source"], seed=seed, row=row_id))
+            needs=list(needs), experiment=exp, source=values["source"], seed=seed, row=row_id,
+            row_argv=row_argv))
     return steps
 
 

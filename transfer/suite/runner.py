@@ -31,12 +31,16 @@ from transfer.suite.state import (fingerprint, framework_missing, now_utc, outpu
                                   step_state, write_status)
 
 
-def launch_argv(step: Step) -> list[str]:
-    """The tool's command, under torchrun when it needs more than one process."""
+def launch_argv(step: Step, group: list[Step] | None = None) -> list[str]:
+    """The tool's command, under torchrun when it needs more than one process; for a
+    ``group`` of one row's seeds, the row's command with ``--seeds`` (one process for all)."""
+    argv = list(step.argv)
+    if group and len(group) > 1:
+        argv = list(step.row_argv) + ["--seeds", *(str(s.seed) for s in group)]
     if step.spawn == "torchrun" and step.gpus > 1:
-        return [step.argv[0], "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={step.gpus}"] + step.argv[1:]
-    return list(step.argv)
+        return [argv[0], "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={step.gpus}"] + argv[1:]
+    return argv
 
 
 def run_logged(argv: list[str], log: str, cwd: str, on_output=None,
@@ -139,6 +143,10 @@ class RunOptions:
     skip_failed: bool = False
     rerun: list[str] = field(default_factory=list)  # step id globs to run again
     retry_hint: str = ""  # command prefix to print for retrying one step
+    # run the ready seeds of a row in one process (tools that take --seeds): the start-up is
+    # paid once instead of once per seed, which on a small CPU machine costs more than a
+    # seed's evaluation; on a multi-GPU machine separate steps can run side by side instead
+    group_seeds: bool = False
     # SLURM (submitit)
     partition: str | None = None
     timeout_min: int = 24 * 60
@@ -188,7 +196,7 @@ class SuiteRunner:
                 print(f"  {step.id}: stale ({reason})", flush=True)
                 if step.kind != "convert":  # a converted file is simply rewritten
                     self._move_aside(step, "stale")
-        total = sum(1 for s in self.steps if step_state(s)[0] != "finished")
+        self.total = total = sum(1 for s in self.steps if step_state(s)[0] != "finished")
         print(f"suite {self.plan.suite.name}: {len(self.steps)} steps, {len(self.steps) - total} "
               f"already finished, work dir {self.plan.work_dir}", flush=True)
         started = time.time()
@@ -205,14 +213,14 @@ class SuiteRunner:
                         continue
                     waiting.remove(step)
                     if decision == "start":
-                        self.index += 1
-                        print(f"[{self.index}/{total}] {step.id} ({step.kind}, "
-                              f"{self._where(step)}); log {step.log}", flush=True)
                         if self.opt.launcher == "slurm" and step.kind != "convert":
+                            self._announce([step])
                             self._submit(step)
                             self.write_results()
                         else:
-                            running[pool.submit(self._run_here, step)] = step
+                            group = self._seed_group(step, waiting, running.values())
+                            self._announce(group)
+                            running[pool.submit(self._run_here, group)] = step
                 if not running:
                     if waiting:  # cannot happen: a step only waits for a running one
                         raise RuntimeError(f"steps left waiting: {[s.id for s in waiting]}")
@@ -260,6 +268,33 @@ class SuiteRunner:
         print(f"  {state:8s} {step.id}: {why}", flush=True)
         return "skip"
 
+    def _seed_group(self, step: Step, waiting: list[Step], running) -> list[Step]:
+        """``step`` and the other seeds of its row that can start now (taken off
+        ``waiting``), when seeds are grouped and the row's tool takes ``--seeds``."""
+        if not (self.opt.group_seeds and step.row_argv and step.seed is not None):
+            return [step]
+        group = [step]
+        for other in [s for s in waiting if s.row == step.row]:
+            decision = self._decide(other, running)
+            if decision != "wait":
+                waiting.remove(other)
+            if decision == "start":
+                group.append(other)
+        return group
+
+    def _announce(self, group: list[Step]) -> None:
+        step = group[0]
+        self.index += len(group)
+        name = step.id if len(group) == 1 else (
+            f"{step.row}/seed{{{','.join(str(s.seed) for s in group)}}} in one process")
+        print(f"[{self.index}/{self.total}] {name} ({step.kind}, {self._where(step)}); "
+              f"log {self._log(group)}", flush=True)
+
+    @staticmethod
+    def _log(group: list[Step]) -> Path:
+        """A grouped row's one process logs into the row folder (the seeds' parent)."""
+        return group[0].log if len(group) == 1 else group[0].folder.parent / "suite.log"
+
     def _where(self, step: Step) -> str:
         if step.kind == "convert":
             return "cpu"
@@ -280,36 +315,48 @@ class SuiteRunner:
         return framework_missing(step)
 
     # ---- running on this machine -------------------------------------------------------
-    def _run_here(self, step: Step) -> None:
-        """Runs in a worker thread (``--jobs``); the main thread stops ``self.procs``."""
-        argv = launch_argv(step)
-        step.folder.mkdir(parents=True, exist_ok=True)
-        write_status(step, state="running", argv=argv, command=step.argv[1:], log=str(step.log),
-                     started_at=now_utc(),
-                     host=socket.gethostname(), fingerprint=fingerprint(step.source),
-                     returncode=None, job_id=None, error=None)
+    def _run_here(self, group: list[Step]) -> None:
+        """Runs in a worker thread (``--jobs``); the main thread stops ``self.procs``. A group
+        (one row's seeds) is one process; each seed's state is read from its own output."""
+        step = group[0]
+        argv, log = launch_argv(step, group), self._log(group)
+        for member in group:
+            member.folder.mkdir(parents=True, exist_ok=True)
+            write_status(member, state="running", argv=argv, command=member.argv[1:],
+                         log=str(log), started_at=now_utc(), host=socket.gethostname(),
+                         fingerprint=fingerprint(member.source), returncode=None,
+                         job_id=None, error=None)
         start = time.time()
-        rc = run_logged(argv, str(step.log), str(ROOT),
-                        Heartbeat(step.id, self.opt.heartbeat_s, self.opt.stream),
-                        env=self._env(step), on_start=lambda proc: self._started(step, proc),
+        label = step.id if len(group) == 1 else f"{step.row}/seeds"
+        rc = run_logged(argv, str(log), str(ROOT),
+                        Heartbeat(label, self.opt.heartbeat_s, self.opt.stream),
+                        env=self._env(step), on_start=lambda proc: self._started(group, proc),
                         on_end=self.procs.discard)
         wall = round(time.time() - start, 1)
-        if self.stopping:
+        for member in group:
+            self._record_end(member, rc, wall / len(group), log)
+
+    def _record_end(self, step: Step, rc: int, wall: float, log: Path) -> None:
+        """``wall``: the step's share of its process's time (a group shares one process)."""
+        ok, why = output_ok(step)
+        if self.stopping and not ok:
             write_status(step, state="interrupted", returncode=rc, wall_s=wall)
             return
-        ok, why = output_ok(step) if rc == 0 else (False, f"exit status {rc}")
+        if rc != 0 and not ok:
+            why = f"exit status {rc}"
         write_status(step, state="finished" if ok else "failed", returncode=rc, wall_s=wall,
                      gpus=step.gpus, gpu_type=gpu_type(step.gpus), finished_at=now_utc(),
                      error=None if ok else why)
         if ok:
             print(f"  finished {step.id} in {_duration(wall)}", flush=True)
         else:
-            print(f"  FAILED   {step.id} after {_duration(wall)}: {why}; log {step.log}",
+            print(f"  FAILED   {step.id} after {_duration(wall)}: {why}; log {log}",
                   flush=True)
 
-    def _started(self, step: Step, proc) -> None:
+    def _started(self, group: list[Step], proc) -> None:
         self.procs.add(proc)
-        write_status(step, pid=proc.pid)  # a second runner leaves a live step alone
+        for step in group:
+            write_status(step, pid=proc.pid)  # a second runner leaves a live step alone
 
     def _env(self, step: Step) -> dict:
         """CPU steps run in parallel get an equal share of the cores as OpenMP threads, unless
