@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pretrain.files import atomic_path
+
 SHAPES = ("disc", "square", "triangle", "cross")
 TEXTURES = ("stripes", "checker", "dots", "rings")
 NUM_CLASSES = len(TEXTURES)
@@ -159,10 +161,8 @@ def _write_split(folder: Path, count: int, size: int, rng: np.random.Generator,
         if label is None:
             continue
         target = folder / CLASS_NAMES[label] / f"scene_{written:06d}.jpg"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        Image.fromarray(image).save(tmp, format="JPEG", quality=92)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            Image.fromarray(image).save(tmp, format="JPEG", quality=92)
         written += 1
 
 

@@ -37,9 +37,10 @@ import sys
 import _bootstrap  # noqa: F401
 
 from pretrain.config import data_root as default_data_root
+from pretrain.files import write_json
 from transfer.suite import SuiteError, load_suite, make_plan, select
 from transfer.suite_runner import (RunOptions, SuiteRunner, collect, framework_missing,
-                                   launch_argv, step_state, write_json)
+                                   launch_argv, step_state)
 
 
 def parse_args(argv=None):

@@ -31,14 +31,16 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pretrain.durations import duration
+from pretrain.files import write_json
 from pretrain.pids import pid_alive
+from pretrain.provenance import git_sha
 from transfer import extras
 from transfer.seeds import aggregate_metrics, row_state
 from transfer.suite import ROOT, Plan, Step
@@ -49,14 +51,6 @@ RESULTS_FILE = "results.json"
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON atomically (temp file + os.replace): a reader never sees half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def read_status(step: Step) -> dict:
@@ -251,9 +245,9 @@ class Heartbeat:
             if lines:
                 self.last_line = lines[-1]
         if not self.stream and time.time() - self.last_print >= self.every:
-            elapsed = int(time.time() - self.start)
+            elapsed = duration(time.time() - self.start)
             line = self.last_line if len(self.last_line) <= 110 else self.last_line[:107] + "..."
-            print(f"    [{self.step_id} {elapsed // 60}:{elapsed % 60:02d}] {line}", flush=True)
+            print(f"    [{self.step_id} {elapsed}] {line}", flush=True)
             self.last_print = time.time()
 
 
@@ -432,9 +426,9 @@ class SuiteRunner:
                      gpus=step.gpus, gpu_type=gpu_type(step.gpus), finished_at=_now(),
                      error=None if ok else why)
         if ok:
-            print(f"  finished {step.id} in {_duration(wall)}", flush=True)
+            print(f"  finished {step.id} in {duration(wall)}", flush=True)
         else:
-            print(f"  FAILED   {step.id} after {_duration(wall)}: {why}; log {step.log}",
+            print(f"  FAILED   {step.id} after {duration(wall)}: {why}; log {step.log}",
                   flush=True)
 
     def _started(self, step: Step, proc) -> None:
@@ -534,7 +528,7 @@ class SuiteRunner:
                 missing.append((step, state, reason))
         print(f"suite {self.plan.suite.name}: " + ", ".join(f"{n} {s}" for s, n in
                                                           sorted(counts.items()))
-              + f" ({_duration(wall)}); results in {path}", flush=True)
+              + f" ({duration(wall)}); results in {path}", flush=True)
         for step, state, reason in failed + missing:
             print(f"  {state}: {step.id}: {reason}", flush=True)
             if state in ("failed", "interrupted") and self.opt.retry_hint:
@@ -543,12 +537,6 @@ class SuiteRunner:
             print(f"  {len(missing)} row(s) need an optional extra that is not installed here: "
                   "not a failure (exit status 0)", flush=True)
         return 1 if failed else 0
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def _numbers(metrics: dict) -> dict:
@@ -644,8 +632,6 @@ def collect(plan: Plan, blocked: dict[str, str] | None = None,
             missing: dict[str, str] | None = None) -> dict:
     """Everything the tables need, from the files on disk (not from memory): one row per
     backbone x experiment (a seeded row holds its seeds), the pretraining steps."""
-    from pretrain.checkpoint import git_sha
-
     blocked, missing = blocked or {}, missing or {}
     grouped: dict[str, list[Step]] = {}
     for step in plan.rows:
