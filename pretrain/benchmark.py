@@ -170,13 +170,9 @@ def step_calls(cfg: dict, batch: int, device: torch.device, num_classes: int = 1
 
     def ceiling():
         with autocast(precision, device):
-            if model.fuse_views:
-                by_size: dict[tuple, list] = {}
-                for v in views:
-                    by_size.setdefault(tuple(v.shape[1:]), []).append(v)
-                outputs = [ceiling_backbone(torch.cat(g)) for g in by_size.values()]
-            else:
-                outputs = [ceiling_backbone(v) for v in views]
+            outputs = [ceiling_backbone(torch.cat([views[i] for i in index]) if len(index) > 1
+                                        else views[index[0]])
+                       for index in model._groups(views, model.fuse_views)]
         sum(pooled.float().mean() for _, pooled in outputs).backward()
         for p in backbone.parameters():  # freed here, so they do not count in the step's peak
             p.grad = None

@@ -21,7 +21,7 @@ from .checkpoint import TRAIN_FORMAT, atomic_save, export_backbone, git_sha
 from .config import data_root
 from .data import build_dataset
 from .model import VICRegL
-from .official import load_state_file, load_strict
+from .state_keys import load_strict
 from .optim import build_optimizer, learning_rate
 from .pipeline import build_pipeline
 from .preflight import check_output_dir, check_pretrain_config
@@ -29,6 +29,7 @@ from .run_logging import RunLogger, log, plot_losses, setup_console
 from .sampler import ResumableDistributedSampler
 from .step import FiniteLossGuard, NonFiniteLossError, train_step  # noqa: F401 (re-exported)
 from .transforms import MultiCropAugmentation
+from .weight_files import load_state_file
 
 CHECKPOINT_NAME = "checkpoint.pth"
 

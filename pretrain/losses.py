@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .grouping import group_indices
 from .matching import nearest_neighbors, select_positions
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
@@ -127,13 +128,12 @@ def local_vicreg_terms(maps: Sequence[torch.Tensor], locations: Sequence[torch.T
     one batched computation instead of one Python call per pair.
     """
     pairs = view_pairs(len(maps))
-    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for i, j in pairs:
-        groups.setdefault((maps[i].shape[1], maps[j].shape[1]), []).append((i, j))
+    groups = [[pairs[p] for p in index] for index in
+              group_indices((maps[i].shape[1], maps[j].shape[1]) for i, j in pairs)]
     k_feat = (None, None) if l2_all_matches else tuple(num_matches)
     k_loc = tuple(num_matches)
     total = 0.0
-    for group in groups.values():
+    for group in groups:
         a = torch.stack([maps[i] for i, _ in group])  # (G, B, Pa, C)
         b = torch.stack([maps[j] for _, j in group])
         la = torch.stack([locations[i].flatten(1, 2) for i, _ in group]).flatten(0, 1)

@@ -7,6 +7,7 @@ from torch import nn
 
 from .backbones import build_backbone, norm_kind
 from .distributed import all_gather_with_grad
+from .grouping import same_shape
 from .heads import mlp
 from .losses import global_vicreg_terms, local_vicreg_terms
 from .perview import per_view_mlp
@@ -59,12 +60,7 @@ class VICRegL(nn.Module):
     @staticmethod
     def _groups(views: Sequence[torch.Tensor], fuse: bool) -> list[list[int]]:
         """Indices of the views processed together: one at a time, or all views of one size."""
-        if not fuse:
-            return [[i] for i in range(len(views))]
-        by_size: dict[tuple, list[int]] = {}
-        for i, v in enumerate(views):
-            by_size.setdefault(tuple(v.shape[1:]), []).append(i)
-        return list(by_size.values())
+        return same_shape(views) if fuse else [[i] for i in range(len(views))]
 
     def forward_views(self, views: Sequence[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
         """Backbone and heads on each view; BatchNorm statistics are per view (official)."""

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from .data import MultiCropDataset, collate_multicrop
 from .fast_augment import FastMultiCrop, FastMultiCropDataset, collate_fast
+from .grouping import same_shape
 from .photometric import apply_photometric
 from .transforms import MultiCropAugmentation
 
@@ -29,10 +30,7 @@ def photometric_views(views: Sequence[torch.Tensor], params: Sequence[torch.Tens
                       channels_last: bool) -> list[torch.Tensor]:
     """``apply_photometric`` once per crop size (views of one size are batched together)."""
     out: list = [None] * len(views)
-    by_size: dict[tuple, list[int]] = {}
-    for i, v in enumerate(views):
-        by_size.setdefault(tuple(v.shape[1:]), []).append(i)
-    for index in by_size.values():
+    for index in same_shape(views):
         done = apply_photometric(torch.cat([views[i] for i in index]),
                                  torch.cat([params[i] for i in index]), channels_last)
         for i, v in zip(index, done.chunk(len(index))):

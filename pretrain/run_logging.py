@@ -1,10 +1,11 @@
 """Run logs: JSON lines, TensorBoard and a loss plot, written by rank 0 only."""
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
+
+from .files import write_text
 
 log = logging.getLogger("vicregl")
 
@@ -32,9 +33,8 @@ class RunLogger:
         if self.enabled and self.path.is_file():
             kept = [line for line in self.path.read_text().splitlines()
                     if _step_of(line) is not None and _step_of(line) <= step]
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, self.path)  # a kill while truncating keeps the old records
+            # atomic: a kill while truncating keeps the old records
+            write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, step: int, values: dict) -> None:
         if not self.enabled:

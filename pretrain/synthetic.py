@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+
 SHAPES = ("disc", "square", "triangle", "cross")
 TEXTURES = ("stripes", "checker", "dots", "rings")
 NUM_CLASSES = len(TEXTURES)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pretrain.config import load_config
-from pretrain.official import load_state_file
 from pretrain.step import FiniteLossGuard, NonFiniteLossError
+from pretrain.weight_files import load_state_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs/pretrain/vicregl_convnext_mini_2x96+2x64_cpu_smoke.yaml"

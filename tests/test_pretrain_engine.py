@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.checkpoint import BACKBONE_FORMAT, TRAIN_FORMAT
 from pretrain.config import load_config
-from pretrain.official import load_state_file
+from pretrain.weight_files import BACKBONE_FORMAT, TRAIN_FORMAT, load_state_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs/pretrain/vicregl_convnext_mini_2x96+2x64_cpu_smoke.yaml"

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from bad_inputs import KINDS, payload_is_live, snapshot, write_bad, write_bad_pkl
-from pretrain.checkpoint import TRAIN_FORMAT, atomic_save, export_backbone
+from pretrain.checkpoint import atomic_save, export_backbone
+from pretrain.weight_files import TRAIN_FORMAT
 from pretrain.config import load_config
 from conftest import load_tool  # noqa: E402
 

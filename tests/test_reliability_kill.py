@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.checkpoint import atomic_save, remove_stale_temporaries
+from pretrain.checkpoint import atomic_save
+from pretrain.files import remove_stale_temporaries
 from pretrain.run_logging import RunLogger, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
+from pretrain.durations import duration
+
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "configs" / "suites" / "demo_cpu.yaml"
 
@@ -244,7 +246,7 @@ def main(argv=None) -> int:
     if unfinished:
         print(f"not finished: {', '.join(unfinished)} (their logs are named above)")
     code = max(code, 1 if unfinished else 0)
-    print(f"demo finished in {(time.time() - start) / 60:.1f} min"
+    print(f"demo finished in {duration(time.time() - start)}"
           + ("" if code == 0 else " with failures (see above)"), flush=True)
     return code
 

@@ -11,9 +11,9 @@ import sys
 
 import _bootstrap  # noqa: F401
 
-from pretrain.checkpoint import TRAIN_FORMAT, export_backbone
-from pretrain.official import load_state_file
+from pretrain.checkpoint import export_backbone
 from pretrain.preflight import check_output_file
+from pretrain.weight_files import TRAIN_FORMAT, load_state_file
 
 
 def main(argv=None):

@@ -145,7 +145,7 @@ def log_records(path: Path) -> list[dict]:
 
 
 def compare_pretrain(ref: Path, trial: Path) -> list[str]:
-    from pretrain.official import load_state_file
+    from pretrain.weight_files import load_state_file
 
     diffs: list[str] = []
     a, b = (load_state_file(d / "checkpoint.pth") for d in (ref, trial))

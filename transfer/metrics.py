@@ -1,12 +1,12 @@
-"""metrics.json: the one file every transfer run writes and suites read (design hand-off 3)."""
+"""metrics.json: the one file every transfer run writes and suites read. Writing one does not
+import torch unless the GPUs have to be found (``gpus`` / ``gpu_type`` not given)."""
 import json
-import os
 import socket
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pretrain.checkpoint import git_sha
+from pretrain.files import write_json
+from pretrain.provenance import git_sha
 
 TASKS = ("semantic_segmentation", "detection", "instance_segmentation", "classification",
          "dense_retrieval")
@@ -31,9 +31,10 @@ def write_metrics(path: str | Path, *, task: str, dataset: str, protocol: str, c
     mark every row whose settings differ from its reference."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    found_gpus, found_type = gpu_description()
-    gpus = found_gpus if gpus is None else gpus
-    gpu_type = found_type if gpu_type is None else gpu_type
+    if gpus is None or gpu_type is None:  # only then is torch imported, to look
+        found_gpus, found_type = gpu_description()
+        gpus = found_gpus if gpus is None else gpus
+        gpu_type = found_type if gpu_type is None else gpu_type
     record = {
         "task": task, "dataset": dataset, "protocol": protocol, "config": str(config),
         "backbone": backbone, "metrics": metrics,
@@ -46,12 +47,7 @@ def write_metrics(path: str | Path, *, task: str, dataset: str, protocol: str, c
     }
     if extra:
         record.update(extra)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.time_ns()}")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, record)
 
 
 def read_metrics(path: str | Path) -> dict:

@@ -16,10 +16,11 @@ dropped (detectron2's FrozenBN has none); every other key must be renamed or con
 import os
 import pickle
 import re
-import time
 from pathlib import Path
 
 import numpy as np
+
+from pretrain.files import atomic_open
 
 AUTHOR = "vicregl-suite"  # the ``__author__`` of our files; detectron2 logs it when loading
 _BN = r"(weight|bias|running_mean|running_var)"
@@ -105,14 +106,11 @@ def write_pkl(path: str | Path, model_dict: dict[str, np.ndarray],
     if bad:
         raise TypeError(f"{path}: values must be numpy arrays; not for {', '.join(bad[:5])}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"model": model_dict, "__author__": AUTHOR, "matching_heuristics": True}
     if provenance is not None:
         data["__vicregl__"] = dict(provenance)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.time_ns()}")
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
     return path
 
 
@@ -153,6 +151,6 @@ def check_weights_file(path: str) -> None:
     if path.endswith(".pkl"):
         read_pkl(path)
         return
-    from pretrain.official import load_state_file
+    from pretrain.weight_files import load_state_file
 
     load_state_file(path)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from pretrain.checkpoint import atomic_save
-from pretrain.official import load_state_file
+from pretrain.weight_files import load_state_file
 from transfer.evaluation.classification import Split, shard, topk_correct
 
 CHECKPOINT = "linear_checkpoint.pth"

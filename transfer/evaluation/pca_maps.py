@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from pretrain.backbones import build_backbone
+from pretrain.files import atomic_path
 from pretrain.transforms import MEAN, STD
 from transfer import datasets as ds
 from transfer.weights import read_backbone
@@ -114,11 +115,9 @@ def pca_figure(images: list[np.ndarray], labels: list[np.ndarray],
     fig.suptitle(textwrap.fill(title, 22 * len(columns)), fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 

@@ -3,8 +3,8 @@
 Format written by ``tools/convert.py --framework mmseg`` (loadable with ``weights_only``)::
 
     {"state_dict": {"backbone.<official key>": tensor, ...},
-     "meta": {"format": MMSEG_FORMAT, "arch": ..., "backbone": BackboneWeights.info(),
-              "coverage": ..., "git_sha": ...}}
+     "meta": {"format": MMSEG_FORMAT, **BackboneWeights.provenance()}}
+    # provenance: {"arch", "backbone": BackboneWeights.info(), "coverage", "git_sha"}
 
 A config loads it with ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')``
 on the backbone. mmengine's ``Pretrained`` loads with ``strict=False`` and only logs what did
@@ -20,11 +20,9 @@ from pathlib import Path
 import torch
 
 from pretrain.backbones import CONVNEXT_SPECS, RESNET_SPECS
-from pretrain.checkpoint import atomic_save, git_sha
-from pretrain.official import load_state_file, state_mismatch, summarise_keys
-
-MMSEG_FORMAT = "vicregl-suite/mmseg-backbone/v1"
-PREFIX = "backbone."
+from pretrain.checkpoint import atomic_save
+from pretrain.state_keys import describe_mismatch, load_strict, summarise_keys
+from pretrain.weight_files import MMSEG_FORMAT, PREFIX, file_kind, identify, load_state_file
 
 
 def mmseg_backbone_cfg(arch: str, **overrides) -> dict:
@@ -58,28 +56,21 @@ def convert(weights) -> tuple[dict, dict[str, str]]:
     checkpoint = {
         "state_dict": {key_map[k]: v.detach().cpu().contiguous()
                        for k, v in weights.state_dict.items()},
-        "meta": {"format": MMSEG_FORMAT, "arch": weights.arch, "backbone": weights.info(),
-                 "coverage": weights.coverage(), "git_sha": git_sha()},
+        "meta": {"format": MMSEG_FORMAT, **weights.provenance()},
     }
     return checkpoint, key_map
 
 
 def mmseg_model_keys(arch: str, state_dict: dict[str, torch.Tensor]) -> int:
     """Build the mmseg backbone for ``arch`` and load ``state_dict`` (no prefix) strictly;
-    returns the number of tensors loaded. Imports mmseg and registers our modules."""
+    returns the number of tensors loaded. Imports mmseg and registers ``VICRegLConvNeXt``
+    (its module only: ``register`` imports the hooks, which import this module)."""
     from mmseg.registry import MODELS
 
-    import transfer.mmseg_side.register  # noqa: F401  (VICRegLConvNeXt)
+    from . import convnext  # noqa: F401  (registers VICRegLConvNeXt)
 
     backbone = MODELS.build(mmseg_backbone_cfg(arch))
-    own = backbone.state_dict()
-    missing, unexpected = sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own))
-    shapes = sorted(k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
-    if missing or unexpected or shapes:
-        raise ValueError(f"the {arch} weights do not fit mmseg's {type(backbone).__name__}: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}, "
-                         f"shape mismatch {shapes[:5]}")
-    backbone.load_state_dict(state_dict, strict=True)
+    load_strict(backbone, state_dict, f"the {arch} state dict (for mmseg)")
     return len(state_dict)
 
 
@@ -92,14 +83,12 @@ def write_checkpoint(path: str | Path, weights) -> dict[str, str]:
 def read_checkpoint(path: str | Path) -> dict:
     """Read a converted checkpoint (weights_only) and check its format; clear errors."""
     raw = load_state_file(path)
-    meta = raw.get("meta") if isinstance(raw, dict) else None
-    if not isinstance(meta, dict) or meta.get("format") != MMSEG_FORMAT:
+    if file_kind(raw) != "mmseg-conversion":
         raise ValueError(f"{path} is not an mmseg backbone checkpoint written by "
                          f"tools/convert.py (no meta.format == {MMSEG_FORMAT!r}); convert it: "
                          f"python tools/convert.py --framework mmseg --arch ARCH "
                          f"--source {path} --out OUT.pth")
-    state = raw.get("state_dict")
-    if not isinstance(state, dict) or not state or not all(k.startswith(PREFIX) for k in state):
+    if not all(k.startswith(PREFIX) for k in identify(raw, path).state):
         raise ValueError(f"{path}: state_dict must hold only {PREFIX}* tensors")
     return raw
 
@@ -113,20 +102,12 @@ def verify_backbone(backbone: torch.nn.Module, path: str | Path, prefix: str = P
         raise ValueError(f"{path}: expected a checkpoint with a state_dict")
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     own = backbone.state_dict()
-    missing, unexpected, shapes = state_mismatch(own, state)
-    differ = [k for k in sorted(set(own) & set(state)) if k not in shapes
+    differ = [k for k in sorted(set(own) & set(state)) if own[k].shape == state[k].shape
               and not torch.equal(own[k].detach().cpu(), state[k].to(own[k].dtype))]
-    parts = []
-    if not state:
-        parts.append(f"no tensors with the prefix {prefix!r}")
-    if missing:
-        parts.append("backbone tensors not in the file (left at random init): "
-                     + summarise_keys(missing))
-    if unexpected:
-        parts.append(f"file tensors the backbone does not have: {summarise_keys(unexpected)}")
-    if shapes:
-        parts.append("shape mismatch: " + summarise_keys(
-            [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shapes]))
+    parts = [] if state else [f"no tensors with the prefix {prefix!r}"]
+    parts += describe_mismatch(own, state,
+                               missing_as="backbone tensors not in the file (left at random init)",
+                               unexpected_as="file tensors the backbone does not have")
     if differ:
         parts.append(f"values differ after loading: {summarise_keys(differ)}")
     if parts:

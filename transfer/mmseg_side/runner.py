@@ -12,7 +12,6 @@ loads with plain ``weights_only``; when that fails the error says why and what t
 an error, not a log line.
 """
 import builtins
-import json
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +22,8 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
-from pretrain.checkpoint import git_sha
+from pretrain.files import write_json
+from pretrain.provenance import git_sha
 from transfer.metrics import write_metrics
 
 RUN_MARKER = "seg_run.json"
@@ -138,12 +138,9 @@ class SegRunner(Runner):
 
 def write_run_marker(work_dir: str | Path, record: dict) -> Path:
     """``seg_run.json``: what this work dir holds (config, checkpoint, backbone, data)."""
-    path = Path(work_dir) / RUN_MARKER
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = dict(record, git_sha=git_sha(),
                   started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    return path
+    return write_json(Path(work_dir) / RUN_MARKER, record)
 
 
 def metrics_record(metric) -> tuple[dict, dict]:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from pretrain.durations import duration
 from transfer.suite.plan import Step
 from transfer.suite.state import read_status, step_state
 
@@ -59,18 +60,13 @@ def eta_seconds(timings: list[Timing], expected: dict[str, float], jobs: int,
     return max(sum(left) / max(1, jobs), max(left))
 
 
-def clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def progress_line(timings: list[Timing], running: list[str], expected: dict[str, float],
                   jobs: int, elapsed: float) -> str:
     """``[demo] 12/40 steps done, running: a, b; elapsed 3m10s, ETA ~5m20s``."""
     done = sum(t.state not in ("running", "todo") for t in timings)
     shown = ", ".join(running[:3]) + (f" (+{len(running) - 3})" if len(running) > 3 else "")
     return (f"[demo] {done}/{len(timings)} steps done" + (f", running: {shown}" if shown else "")
-            + f"; elapsed {clock(elapsed)}, ETA ~{clock(eta_seconds(timings, expected, jobs))}")
+            + f"; elapsed {duration(elapsed)}, ETA ~{duration(eta_seconds(timings, expected, jobs))}")
 
 
 def _started(status: dict) -> float | None:

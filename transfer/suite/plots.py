@@ -4,10 +4,11 @@ imported by the drawing functions only (Agg backend: no display needed); every f
 written to a temporary name and renamed, so a reader never sees half a picture.
 """
 import math
-import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+
+from pretrain.files import atomic_path
 
 # Tasks whose main metric is a dense score (x of the trade-off) or a global one (y).
 DENSE_TASKS = ("segmentation", "dense_retrieval")
@@ -24,10 +25,8 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=150)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150, format=path.suffix.lstrip("."))
     _pyplot().close(fig)
     return path
 

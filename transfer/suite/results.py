@@ -8,7 +8,8 @@ from pathlib import Path
 
 from transfer.suite.plan import Plan, Step
 from transfer.suite.seeds import aggregate_metrics, row_state
-from transfer.suite.state import framework_missing, now_utc, read_status, step_state, write_json
+from pretrain.files import write_json
+from transfer.suite.state import framework_missing, now_utc, read_status, step_state
 
 RESULTS_FILE = "results.json"
 
@@ -106,7 +107,7 @@ def collect(plan: Plan, blocked: dict[str, str] | None = None,
             missing: dict[str, str] | None = None) -> dict:
     """Everything the tables need, from the files on disk (not from memory): one row per
     backbone x experiment (a seeded row holds its seeds), the pretraining steps."""
-    from pretrain.checkpoint import git_sha
+    from pretrain.provenance import git_sha
 
     blocked, missing = blocked or {}, missing or {}
     grouped: dict[str, list[Step]] = {}

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from pretrain.durations import duration
 from transfer.suite.plan import Plan, Step
 from transfer.suite.results import write_results
 from transfer.suite.spec import ROOT
@@ -117,7 +118,7 @@ class Heartbeat:
         if not self.stream and time.time() - self.last_print >= self.every:
             elapsed = int(time.time() - self.start)
             line = self.last_line if len(self.last_line) <= 110 else self.last_line[:107] + "..."
-            print(f"    [{self.step_id} {elapsed // 60}:{elapsed % 60:02d}] {line}", flush=True)
+            print(f"    [{self.step_id} {duration(elapsed)}] {line}", flush=True)
             self.last_print = time.time()
 
 
@@ -348,9 +349,9 @@ class SuiteRunner:
                      gpus=step.gpus, gpu_type=gpu_type(step.gpus), finished_at=now_utc(),
                      error=None if ok else why)
         if ok:
-            print(f"  finished {step.id} in {_duration(wall)}", flush=True)
+            print(f"  finished {step.id} in {duration(wall)}", flush=True)
         else:
-            print(f"  FAILED   {step.id} after {_duration(wall)}: {why}; log {log}",
+            print(f"  FAILED   {step.id} after {duration(wall)}: {why}; log {log}",
                   flush=True)
 
     def _started(self, group: list[Step], proc) -> None:
@@ -451,7 +452,7 @@ class SuiteRunner:
                 missing.append((step, state, reason))
         print(f"suite {self.plan.suite.name}: " + ", ".join(f"{n} {s}" for s, n in
                                                           sorted(counts.items()))
-              + f" ({_duration(wall)}); results in {path}", flush=True)
+              + f" ({duration(wall)}); results in {path}", flush=True)
         for step, state, reason in failed + missing:
             print(f"  {state}: {step.id}: {reason}", flush=True)
             if state in ("failed", "interrupted") and self.opt.retry_hint:
@@ -461,8 +462,3 @@ class SuiteRunner:
                   "not a failure (exit status 0)", flush=True)
         return 1 if failed else 0
 
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

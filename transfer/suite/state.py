@@ -17,10 +17,10 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pretrain.files import write_json
 from pretrain.pids import pid_alive
 from transfer import extras
 from transfer.suite.plan import Step
@@ -30,14 +30,6 @@ STATUS_FILE = "suite_status.json"
 
 def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON atomically (temp file + os.replace): a reader never sees half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def read_status(step: Step) -> dict:

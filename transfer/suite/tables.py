@@ -12,13 +12,14 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
+from pretrain.durations import duration
+from pretrain.files import write_text
 from transfer.fingerprint import deviations
 
 PAPER_KEYS = {"model", "experiment", "metric", "value", "source"}
@@ -177,11 +178,7 @@ def _num(value: float | None, signed: bool = False) -> str:
 
 
 def _wall(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+    return "-" if seconds is None else duration(seconds)
 
 
 def _ours(row: TableRow, pm: str = "±") -> str:
@@ -359,14 +356,6 @@ def read_results(path: str | Path) -> dict:
         if key not in data:
             raise ValueError(f"{path}: results.json lacks {key!r} (written by tools/run_suite.py)")
     return data
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` atomically (temp file + os.replace)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def make_tables(result_paths: list[str | Path], out_dir: str | Path,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pretrain.files import atomic_path
 from pretrain.synthetic import CLASS_NAMES, NUM_CLASSES, image_class, render_scene
 from transfer.datasets import IMAGEFOLDER_SPLITS
 
@@ -27,9 +28,8 @@ def _write_split(folder: Path, count: int, size: int, rng: np.random.Generator,
             continue
         target = folder / CLASS_NAMES[label] / f"scene_{written:06d}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        Image.fromarray(image).save(tmp, format="JPEG", quality=92)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            Image.fromarray(image).save(tmp, format="JPEG", quality=92)
         written += 1
 
 
