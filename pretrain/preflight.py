@@ -5,11 +5,15 @@ of a config are reported at once. ``tools/pretrain.py`` and ``pretrain.engine.tr
 ``check_pretrain_config`` before building a dataset or a model; the tools that write files
 call ``check_output_dir`` / ``check_output_file`` before reading their inputs.
 """
+import errno
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
+
+from pretrain.files import OutputWriteError
 
 
 class ConfigValueError(ValueError):
@@ -175,3 +179,17 @@ def check_output_file(path: str | os.PathLike, what: str) -> Path:
     except OSError as exc:
         raise type(exc)(f"{what} {path}: {exc}") from None
     return path
+
+
+def check_free_space(path: str | os.PathLike, need_bytes: int, what: str) -> None:
+    """The folder ``path`` (or its nearest existing ancestor) must have ``need_bytes`` free:
+    a run that finds the disk full at its first checkpoint has lost that work. Raises
+    ``OutputWriteError`` naming ``what``, the free and the needed space."""
+    path = Path(path)
+    existing = next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor))
+    free = shutil.disk_usage(existing).free
+    if free < need_bytes:
+        raise OutputWriteError(errno.ENOSPC, f"{what} {path}: {free / 2**20:.1f} MiB free in "
+                               f"{existing}, but this run's checkpoints need about "
+                               f"{need_bytes / 2**20:.1f} MiB (the new one is written beside "
+                               "the old one, then replaces it); expected a folder with room")

@@ -23,6 +23,7 @@ import sys
 import _bootstrap  # noqa: F401
 
 from pretrain.config import load_config
+from pretrain.files import OutputWriteError
 from pretrain.preflight import check_pretrain_config
 from pretrain.slurm import Requeueable, add_slurm_args, submit
 
@@ -61,7 +62,11 @@ def main(argv=None):
         submit(Requeueable(train, cfg, args.data_root), args, cfg["run"]["output_dir"],
                cfg["recipe"])
         return 0
-    train(cfg, args.data_root)
+    try:
+        train(cfg, args.data_root)
+    except (OutputWriteError, NotADirectoryError, PermissionError) as exc:
+        # a full disk, a read-only or blocked output folder: named, earlier files kept
+        raise SystemExit(f"error: {exc.strerror or exc}") from exc
     return 0
 
 
