@@ -87,11 +87,11 @@ def test_a_disagreeing_pin_is_reported():
         dockerfile = dockerfile.replace(old, new)
     tag = f"vicregl-suite:torch{torch}-cu{cuda.replace('.', '')}"
     problems = pin_problems(dockerfile, COMPOSE.replace(tag, tag + "0"))
-    assert [p.split(",")[0].split(" is ")[0] for p in problems] == [
-        "ARG TORCH_VERSION=0.0.1", f"ARG DETECTRON2_COMMIT={'0' * 40}",
-        f"CUDA_IMAGE {arg('CUDA_IMAGE').replace(f'cuda:{cuda}.', 'cuda:11.0.')}",
+    assert problems == [
+        f"ARG TORCH_VERSION=0.0.1, the project pins {torch}",
+        f"ARG DETECTRON2_COMMIT={'0' * 40}, the project pins {commit}",
+        f"CUDA_IMAGE {arg('CUDA_IMAGE', dockerfile)} is CUDA 11.0; torch {torch} is {cuda}",
         f"docker/compose.yaml does not name the image {tag}"]
-    assert f"the project pins {commit}" in problems[1] and f"torch {torch} is {cuda}" in problems[2]
 
 
 def test_the_image_installs_the_package_commit_with_the_project_script():
