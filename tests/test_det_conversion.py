@@ -1,4 +1,5 @@
-"""ResNet -> detectron2 conversion, without detectron2 (the converter must not need it)."""
+"""Backbone -> detectron2 conversion, without detectron2 (the converter must not need it)."""
+import os
 import pickle
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import torch
 import torchvision
 
 from pretrain.backbones import build_backbone
-from transfer.detectron2_side.conversion import (AUTHOR, DROPPED, convert_resnet,
+from transfer.detectron2_side.conversion import (AUTHOR, DROPPED, convert_backbone,
+                                                 convert_convnext, convert_resnet,
                                                  format_key_map, read_pkl, write_pkl)
 from transfer.weights import BackboneWeights, read_backbone
 
@@ -18,10 +20,44 @@ torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_conversion_and_synthetic_data_do_not_import_detectron2():
-    code = ("import sys, transfer.detectron2_side, transfer.detectron2_side.conversion, "
-            "transfer.synthetic.detection; assert 'detectron2' not in sys.modules, 'imported'")
+def test_synthetic_data_does_not_import_detectron2():
+    code = "import sys, transfer.synthetic.detection; assert 'detectron2' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# Run with detectron2 hidden (so also where it is installed): the package imports, conversion
+# works, and the names that need detectron2 say so, with the missing-extra reason.
+WITHOUT_DETECTRON2 = """if True:
+    import sys
+    from transfer.extras import install_import_blocker
+    install_import_blocker()
+    import transfer.detectron2_side
+    from transfer.detectron2_side.annotations import check_coco_annotations
+    from transfer.detectron2_side.conversion import convert_backbone, read_pkl, write_pkl
+    from transfer.weights import read_backbone
+    for arch in ("resnet18", "convnext_mini"):
+        weights = read_backbone("random:0", arch)
+        path = write_pkl(f"{sys.argv[1]}/{arch}.pkl", convert_backbone(weights)[0],
+                         weights.info())
+        assert read_pkl(path)["__vicregl__"]["arch"] == arch
+    try:
+        from transfer.detectron2_side import add_vicregl_config
+    except ModuleNotFoundError as exc:
+        print(exc)
+    assert transfer.detectron2_side.DETECTRON2_COMMIT
+    assert "detectron2" not in sys.modules, "imported"
+"""
+
+
+def test_without_detectron2_conversion_works_and_the_rest_names_the_extra(tmp_path):
+    env = dict(os.environ, VICREGL_HIDE_EXTRAS="detectron2")
+    run = subprocess.run([sys.executable, "-c", WITHOUT_DETECTRON2, str(tmp_path)], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == (
+        "transfer.detectron2_side.add_vicregl_config needs detectron2: detectron2 is hidden by "
+        "VICREGL_HIDE_EXTRAS=detectron2 (optional extra: bash tools/install_detectron2.sh "
+        "(docs/detection.md))")
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
@@ -59,9 +95,48 @@ def test_unmatched_key_fails_naming_it():
         convert_resnet(bad)
 
 
-def test_convnext_is_refused():
-    with pytest.raises(ValueError, match="ConvNeXt is a registered backbone"):
+def test_each_converter_refuses_the_other_architecture():
+    with pytest.raises(ValueError, match="convert_resnet needs a ResNet, got convnext_mini"):
         convert_resnet(read_backbone("random", "convnext_mini"))
+    with pytest.raises(ValueError, match="convert_convnext needs a ConvNeXt, got resnet18"):
+        convert_convnext(read_backbone("random", "resnet18"))
+
+
+def test_convnext_keys_are_prefixed_and_the_final_norm_dropped():
+    weights = read_backbone("random:3", "convnext_mini")
+    model_dict, key_map = convert_backbone(weights)
+    assert [src for src, _ in key_map] == list(weights.state_dict)  # every key, in order
+    names = dict(key_map)
+    assert names["stages.1.0.dwconv.weight"] == "convnext.stages.1.0.dwconv.weight"
+    assert names["downsample_layers.0.1.bias"] == "convnext.downsample_layers.0.1.bias"
+    assert names["norm.weight"] == names["norm.bias"] == DROPPED
+    assert sorted(model_dict) == sorted(f"convnext.{k}" for k in weights.state_dict
+                                        if not k.startswith("norm."))
+    for src, dst in key_map:
+        if dst != DROPPED:
+            np.testing.assert_array_equal(model_dict[dst], weights.state_dict[src].numpy())
+    text = format_key_map(key_map)
+    assert "norm.weight" in text and "(dropped: pretraining's final norm" in text
+    assert text.endswith("56 tensors converted, 2 final-norm tensors dropped, 0 unmatched "
+                         "(of 58 keys)")
+    state = dict(weights.state_dict, **{"head.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match=r"bad\.pth.*head\.weight"):
+        convert_backbone(BackboneWeights("convnext_mini", state, "bad.pth", "ours-export"))
+
+
+@pytest.mark.slow
+def test_convert_tool_writes_a_convnext_pkl(tmp_path):
+    out = tmp_path / "cnx.pkl"
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "convert.py"), "--framework",
+                          "detectron2", "--arch", "convnext_mini", "--source", "random:0",
+                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "stages.0.0.pwconv1.weight" in run.stdout and "-> convnext.stages.0.0" in run.stdout
+    assert "56 tensors converted, 2 final-norm tensors dropped, 0 unmatched" in run.stdout
+    data = read_pkl(out)
+    assert "convnext.stages.0.0.pwconv1.weight" in data["model"]
+    assert data["__vicregl__"]["sha256"] == read_backbone("random:0", "convnext_mini").sha256
 
 
 def test_torchvision_file_through_the_reader(tmp_path):

@@ -1,4 +1,6 @@
 """The detectron2 side: feature equality, key coverage, registered modules, datasets, configs."""
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,18 +24,18 @@ from detectron2.layers import ShapeSpec  # noqa: E402
 from pretrain.backbones import build_backbone  # noqa: E402
 from pretrain.checkpoint import export_backbone  # noqa: E402
 from pretrain.synthetic import CLASS_NAMES  # noqa: E402
-from transfer.detectron2_side import backbone as d2_backbone  # noqa: E402,F401
-from transfer.detectron2_side import roi_heads  # noqa: E402,F401
+from transfer.detectron2_side import Detectron2ConvNeXt, add_vicregl_config  # noqa: E402
 from transfer.detectron2_side.checkpoint import check_backbone_loaded  # noqa: E402
-from transfer.detectron2_side.config import add_vicregl_config  # noqa: E402
-from transfer.detectron2_side.conversion import DROPPED, convert_resnet, write_pkl  # noqa: E402
+from transfer.detectron2_side.conversion import (  # noqa: E402
+    DROPPED, convert_backbone, convert_resnet, write_pkl)
 from transfer.detectron2_side.data import check_num_classes, register_datasets  # noqa: E402
 from transfer.detectron2_side.solver import build_optimizer  # noqa: E402
 from transfer.synthetic.detection import write_coco, write_voc_detection  # noqa: E402
 from transfer.weights import read_backbone  # noqa: E402
 
 torch.set_num_threads(2)
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "detection"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs" / "detection"
 FPN = CONFIGS / "mask_rcnn_resnet50_fpn_1x_coco.yaml"
 C4 = CONFIGS / "faster_rcnn_resnet50_c4_voc0712_24k.yaml"
 CONVNEXT = CONFIGS / "mask_rcnn_convnext_small_fpn_1x_coco.yaml"
@@ -71,7 +73,7 @@ def resnet_opts(arch: str):
 
 def converted(tmp_path, arch):
     weights = read_backbone(tiny_checkpoint(tmp_path / f"{arch}.pth", arch), arch)
-    model_dict, _ = convert_resnet(weights)
+    model_dict, _ = convert_backbone(weights)
     return weights, write_pkl(tmp_path / f"{arch}.pkl", model_dict, weights.info())
 
 
@@ -155,14 +157,13 @@ def test_load_check_catches_wrong_depth_and_changed_weights(tmp_path):
 
 
 def test_convnext_backbone_features_equal_ours(tmp_path):
-    path = tiny_checkpoint(tmp_path / "cnx.pth", "convnext_mini")
-    cfg = make_cfg(CONVNEXT, "MODEL.CONVNEXT.ARCH", "convnext_mini",
-                   "MODEL.CONVNEXT.WEIGHTS", path, "MODEL.CONVNEXT.OUT_NORM", False)
-    model = build_model(cfg).eval()
+    """The ConvNeXt comes in as the ResNet does: a .pkl, detectron2's checkpointer, the check."""
+    weights, pkl = converted(tmp_path, "convnext_mini")
+    model = loaded_model(make_cfg(CONVNEXT, "MODEL.CONVNEXT.ARCH", "convnext_mini",
+                                  "MODEL.CONVNEXT.OUT_NORM", False), pkl)
+    assert "all 56 backbone tensors loaded" in check_backbone_loaded(model, pkl)  # 58 - norm.*
     bottom_up = model.backbone.bottom_up
-    assert isinstance(bottom_up, d2_backbone.VICRegLConvNeXt)
-    assert bottom_up.weights_info["kind"] == "ours-export"
-    weights = read_backbone(path, "convnext_mini")
+    assert isinstance(bottom_up, Detectron2ConvNeXt)
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         theirs = bottom_up(x)
@@ -175,10 +176,10 @@ def test_convnext_backbone_features_equal_ours(tmp_path):
 
 
 def test_convnext_output_norm_and_freezing(tmp_path):
-    path = tiny_checkpoint(tmp_path / "cnx.pth", "convnext_mini")
-    net = d2_backbone.VICRegLConvNeXt("convnext_mini", weights=str(path), out_norm=True,
-                                      freeze_at=2).eval()
-    weights = read_backbone(path, "convnext_mini")
+    weights, pkl = converted(tmp_path, "convnext_mini")
+    net = Detectron2ConvNeXt("convnext_mini", out_norm=True, freeze_at=2).eval()
+    DetectionCheckpointer(net).load(str(pkl))
+    check_backbone_loaded(net, pkl)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         out = net(x)["res4"]
@@ -191,10 +192,45 @@ def test_convnext_output_norm_and_freezing(tmp_path):
     assert not hasattr(net.convnext, "norm")  # pretraining's token norm is not used here
 
 
-def test_convnext_weights_are_read_strictly(tmp_path):
-    path = tiny_checkpoint(tmp_path / "r18.pth", "resnet18")
+def test_convnext_load_check_catches_wrong_arch_and_missing_tensors(tmp_path):
+    weights, pkl = converted(tmp_path, "convnext_mini")
+    small = make_cfg(CONVNEXT, "MODEL.CONVNEXT.ARCH", "convnext_small")  # other widths, depth
+    with pytest.raises(RuntimeError, match="matched no model key.*not in the file"):
+        check_backbone_loaded(loaded_model(small, pkl), pkl)
+    model_dict, _ = convert_backbone(weights)
+    del model_dict["convnext.stages.1.0.pwconv1.weight"]
+    partial = write_pkl(tmp_path / "partial.pkl", model_dict, weights.info())
+    mini = make_cfg(CONVNEXT, "MODEL.CONVNEXT.ARCH", "convnext_mini")
+    with pytest.raises(RuntimeError, match=r"1 backbone tensors .* not in the file .*"
+                                           r"convnext\.stages\.1\.0\.pwconv1\.weight"):
+        check_backbone_loaded(loaded_model(mini, partial), partial)
+    # a checkpoint of another architecture never reaches a .pkl: the reader refuses it
+    r18 = tiny_checkpoint(tmp_path / "r18.pth", "resnet18")
     with pytest.raises(ValueError, match="resnet18 backbone, not convnext_mini"):
-        d2_backbone.VICRegLConvNeXt("convnext_mini", weights=str(path))
+        read_backbone(r18, "convnext_mini")
+
+
+def test_one_import_registers_everything_for_a_users_train_net():
+    """As detectron2's projects: `import transfer.detectron2_side` alone, in a fresh process,
+    registers the backbones and the RoI head that our configs name."""
+    code = """if True:
+        import sys
+        import transfer.detectron2_side as vicregl_d2
+        from detectron2.config import get_cfg
+        from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY, build_model
+        names = ("build_vicregl_convnext_backbone", "build_vicregl_convnext_fpn_backbone")
+        assert all(n in BACKBONE_REGISTRY for n in names), list(BACKBONE_REGISTRY)
+        assert "Res5ROIHeadsExtraNorm" in ROI_HEADS_REGISTRY
+        cfg = vicregl_d2.add_vicregl_config(get_cfg())
+        cfg.merge_from_file(sys.argv[1])
+        cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.CONVNEXT.ARCH", "convnext_mini"])
+        model = build_model(cfg)
+        assert isinstance(model.backbone.bottom_up, vicregl_d2.Detectron2ConvNeXt)
+        print("registered")
+    """
+    run = subprocess.run([sys.executable, "-c", code, str(CONVNEXT)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.split() == ["registered"], run.stderr[-3000:]
 
 
 def test_adamw_groups(tmp_path):

@@ -131,6 +131,10 @@ def test_mask_rcnn_fpn_convnext(workspace):
                     "--data-root", workspace / "data", *TINY, *THIN_FPN, *SYN_COCO,
                     "MODEL.CONVNEXT.ARCH", "convnext_mini", "OUTPUT_DIR", out)
     assert "convnext_mini: 58 of 58 backbone tensors matched" in log
+    # the ResNet's path: converted, loaded by detectron2's checkpointer, checked
+    assert "56 tensors converted, 2 final-norm tensors dropped, 0 unmatched" in log
+    assert "all 56 backbone tensors loaded and checked equal" in log
+    assert (out / "backbone_convnext_mini.pkl").is_file()
     record = check_metrics(out, "instance_segmentation", "convnext_mini",
                            ["bbox_AP", "bbox_AP50", "segm_AP"])
     assert record["protocol"] == "finetune_fpn_1x_adamw"

@@ -2,9 +2,10 @@
 
 The Dockerfile builds its environment with tools/setup_env.sh and tools/install_detectron2.sh,
 so the Python pins come from requirements/*.txt by construction; these tests check the pins
-the Dockerfile states itself (CUDA image, torch, mmcv, mmseg, the detectron2 commit) against
-requirements/*.txt, setup_env.sh, transfer/detectron2_side/__init__.py and the installed torch,
-and the compose file's volumes, GPU access and commands."""
+the Dockerfile and the compose file state themselves (CUDA image, torch, torchvision, mmcv,
+mmseg, the detectron2 commit, the image tag) against requirements/*.txt, setup_env.sh and
+transfer/detectron2_side/__init__.py, from the files alone (whatever torch is installed here),
+and that a disagreement is reported; then the compose file's volumes, GPU access and commands."""
 import re
 from pathlib import Path
 
@@ -14,10 +15,15 @@ from conftest import load_tool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "docker" / "Dockerfile").read_text()
+COMPOSE = (ROOT / "docker" / "compose.yaml").read_text()
+
+# torch pin -> the CUDA its Linux wheels on PyPI are built with (what setup_env.sh installs).
+# A new torch pin needs its entry here; the Dockerfile's CUDA image must then follow it.
+PYPI_TORCH_CUDA = {"2.9.1": "12.8"}
 
 
-def arg(name: str) -> str:
-    found = re.search(rf"^ARG {name}=(\S+)$", DOCKERFILE, re.M)
+def arg(name: str, dockerfile: str = DOCKERFILE) -> str:
+    found = re.search(rf"^ARG {name}=(\S+)$", dockerfile, re.M)
     assert found, f"docker/Dockerfile has no 'ARG {name}=...'"
     return found.group(1).strip('"')
 
@@ -29,35 +35,80 @@ def pin(requirements: str, package: str) -> str:
     return found.group(1)
 
 
-def test_python_pins_match_requirements():
-    assert arg("TORCH_VERSION") == pin("pretrain.txt", "torch")
-    assert arg("TORCHVISION_VERSION") == pin("pretrain.txt", "torchvision")
-    assert arg("MMSEG_VERSION") == pin("transfer.txt", "mmsegmentation")
+def package_commit() -> str:
+    """DETECTRON2_COMMIT as tools/install_detectron2.sh reads it: from the file's text (no
+    import, so the check does not depend on what is installed)."""
+    text = (ROOT / "transfer" / "detectron2_side" / "__init__.py").read_text()
+    found = re.search(r'^DETECTRON2_COMMIT = "([0-9a-f]{40})"', text, re.M)
+    assert found, "transfer/detectron2_side/__init__.py has no DETECTRON2_COMMIT = \"<40 hex>\""
+    return found.group(1)
+
+
+def pin_problems(dockerfile: str, compose: str) -> list[str]:
+    """Every pin of the Dockerfile / compose text that disagrees with the project's files."""
     setup = (ROOT / "tools" / "setup_env.sh").read_text()
-    assert arg("MMCV_VERSION") == re.search(r"^mmcv_version=(\S+)$", setup, re.M).group(1)
+    torch = pin("pretrain.txt", "torch")
+    cuda = PYPI_TORCH_CUDA.get(torch)
+    expected = {
+        "TORCH_VERSION": torch, "TORCHVISION_VERSION": pin("pretrain.txt", "torchvision"),
+        "MMSEG_VERSION": pin("transfer.txt", "mmsegmentation"),
+        "MMCV_VERSION": re.search(r"^mmcv_version=(\S+)$", setup, re.M).group(1),
+        "DETECTRON2_COMMIT": package_commit(), "CUDA_VERSION": cuda}
+    problems = [] if cuda else [f"torch {torch} (requirements/pretrain.txt) has no CUDA in "
+                                "PYPI_TORCH_CUDA: add the CUDA of its PyPI wheels"]
+    problems += [f"ARG {name}={arg(name, dockerfile)}, the project pins {value}"
+                 for name, value in expected.items() if arg(name, dockerfile) != value]
+    image = arg("CUDA_IMAGE", dockerfile)
+    found = re.fullmatch(r"nvidia/cuda:(\d+\.\d+)\.\d+-cudnn-devel-ubuntu\d+\.\d+", image)
+    if not found:
+        problems.append(f"CUDA_IMAGE {image} is not a pinned nvidia/cuda x.y.z-cudnn-devel tag")
+    elif found.group(1) != cuda:
+        problems.append(f"CUDA_IMAGE {image} is CUDA {found.group(1)}; torch {torch} is {cuda}")
+    tag = f"vicregl-suite:torch{torch}-cu{(cuda or '').replace('.', '')}"
+    if f"image: {tag}\n" not in compose:
+        problems.append(f"docker/compose.yaml does not name the image {tag}")
+    return problems
 
 
-def test_detectron2_commit_matches_the_package():
-    from transfer.detectron2_side import DETECTRON2_COMMIT
+def test_docker_pins_match_the_project():
+    assert pin_problems(DOCKERFILE, COMPOSE) == []
+    assert "FROM ${CUDA_IMAGE}" in DOCKERFILE
 
-    assert arg("DETECTRON2_COMMIT") == DETECTRON2_COMMIT
-    assert re.fullmatch(r"[0-9a-f]{40}", DETECTRON2_COMMIT)
-    # the image installs it with the project's script, which reads the same file
+
+def test_a_disagreeing_pin_is_reported():
+    torch, commit = pin("pretrain.txt", "torch"), package_commit()
+    cuda = PYPI_TORCH_CUDA[torch]
+    edits = {f"ARG TORCH_VERSION={torch}\n": "ARG TORCH_VERSION=0.0.1\n",
+             f"ARG DETECTRON2_COMMIT={commit}\n": f"ARG DETECTRON2_COMMIT={'0' * 40}\n",
+             f"nvidia/cuda:{cuda}.": "nvidia/cuda:11.0."}
+    dockerfile = DOCKERFILE
+    for old, new in edits.items():
+        assert old in dockerfile, old
+        dockerfile = dockerfile.replace(old, new)
+    tag = f"vicregl-suite:torch{torch}-cu{cuda.replace('.', '')}"
+    problems = pin_problems(dockerfile, COMPOSE.replace(tag, tag + "0"))
+    assert problems == [
+        f"ARG TORCH_VERSION=0.0.1, the project pins {torch}",
+        f"ARG DETECTRON2_COMMIT={'0' * 40}, the project pins {commit}",
+        f"CUDA_IMAGE {arg('CUDA_IMAGE', dockerfile)} is CUDA 11.0; torch {torch} is {cuda}",
+        f"docker/compose.yaml does not name the image {tag}"]
+
+
+def test_the_image_installs_the_package_commit_with_the_project_script():
     assert "bash tools/install_detectron2.sh /opt/venv" in DOCKERFILE
     assert "COPY transfer/detectron2_side/__init__.py" in DOCKERFILE
+    script = (ROOT / "tools" / "install_detectron2.sh").read_text()
+    assert "transfer/detectron2_side/__init__.py" in script and "DETECTRON2_COMMIT = " in script
 
 
-def test_cuda_image_matches_the_torch_build():
-    """The CUDA of the devel image (nvcc for mmcv's and detectron2's ops) is the CUDA torch was
-    built with: torch 2.9.1 from PyPI is a CUDA 12.8 build."""
-    image = arg("CUDA_IMAGE")
-    found = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.(\d+)-cudnn-devel-ubuntu(\d+\.\d+)", image)
-    assert found, f"CUDA_IMAGE {image} is not a pinned nvidia/cuda x.y.z-cudnn-devel tag"
-    assert f"{found.group(1)}.{found.group(2)}" == arg("CUDA_VERSION") == "12.8"
-    assert "FROM ${CUDA_IMAGE}" in DOCKERFILE
+def test_installed_torch_is_the_cuda_build_the_table_says():
+    """Where this machine has the pinned torch, its CUDA is the one PYPI_TORCH_CUDA states."""
     torch = pytest.importorskip("torch")
-    if torch.__version__.split("+")[0] == arg("TORCH_VERSION") and torch.version.cuda:
-        assert torch.version.cuda == arg("CUDA_VERSION")  # this machine's wheel, same pin
+    version = torch.__version__.split("+")[0]
+    if version != pin("pretrain.txt", "torch") or not torch.version.cuda:
+        pytest.skip(f"installed torch {torch.__version__} (CUDA {torch.version.cuda}) is not "
+                    "the pinned CUDA build; the pins are checked from the files above")
+    assert torch.version.cuda == PYPI_TORCH_CUDA[version]
 
 
 def test_environment_is_built_by_the_project_scripts_and_checked():

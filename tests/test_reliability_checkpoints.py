@@ -151,7 +151,7 @@ def test_convert_refuses_a_bad_source(kind, framework, good, tmp_path):
                                   "payload"])
 def test_detectron2_weights_are_checked_before_loading(kind, good, tmp_path):
     """tools/det_train.py calls check_weights_file on MODEL.WEIGHTS first (no detectron2
-    needed here: the check does not import it)."""
+    needed here: the check works without it)."""
     from transfer.detectron2_side.conversion import check_weights_file, write_pkl
 
     marker = tmp_path / "payload_ran"

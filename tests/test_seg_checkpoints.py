@@ -60,13 +60,6 @@ def test_convert_refuses_a_checkpoint_of_another_architecture(tmp_path):
     assert not (tmp_path / "out.pth").exists()
 
 
-@pytest.mark.slow
-def test_convert_detectron2_rejects_convnext_with_a_pointer():
-    result = run_tool("tools/convert.py", "--framework", "detectron2", "--arch",
-                      "convnext_mini", "--source", "random:0", "--out", "/tmp/unused.pkl")
-    assert result.returncode != 0 and "MODEL.CONVNEXT.WEIGHTS" in result.stderr
-
-
 def test_read_checkpoint_explains_an_unconverted_file(tmp_path):
     raw = tmp_path / "raw.pth"
     torch.save(read_backbone("random:0", "convnext_mini").state_dict, raw)

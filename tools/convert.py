@@ -8,7 +8,7 @@ strictly, then writes:
   --framework mmseg       a ``{"state_dict": {"backbone.*"}, "meta"}`` .pth for the backbone's
                           ``Pretrained`` init_cfg (tools/seg_train.py --checkpoint); the
                           weights are first loaded strictly into the mmseg backbone itself;
-  --framework detectron2  a detectron2 .pkl (ResNet only), through
+  --framework detectron2  a detectron2 .pkl (ResNet or ConvNeXt) for MODEL.WEIGHTS, through
                           transfer.detectron2_side.conversion.
 
 It prints the coverage and the key map (source key -> framework key).
@@ -21,6 +21,8 @@ Examples:
   python tools/convert.py --framework mmseg --arch resnet50 --source random:0 --out r50_random.pth
   python tools/convert.py --framework detectron2 --arch resnet50 \\
       --source resnet50_alpha0.75.pth --out checkpoints/resnet50_d2.pkl
+  python tools/convert.py --framework detectron2 --arch convnext_small \\
+      --source convnext_small_alpha0.75.pth --out checkpoints/convnext_small_d2.pkl
 """
 import argparse
 import sys
@@ -63,17 +65,13 @@ def convert_mmseg(weights, out: Path, quiet: bool) -> str:
 
 
 def convert_detectron2(weights, out: Path, quiet: bool) -> str:
-    if not weights.arch.startswith("resnet"):
-        raise SystemExit(f"--framework detectron2 converts ResNets only; {weights.arch} is a "
-                         "registered detectron2 backbone that reads the checkpoint itself: "
-                         f"set MODEL.CONVNEXT.WEIGHTS {weights.source}")
     try:
         from transfer.detectron2_side import conversion
     except ImportError as exc:
         raise SystemExit("detectron2 conversion needs the module "
-                         "transfer.detectron2_side.conversion (convert_resnet, write_pkl), "
+                         "transfer.detectron2_side.conversion (convert_backbone, write_pkl), "
                          f"which could not be imported: {exc}") from exc
-    model_dict, key_map = conversion.convert_resnet(weights)
+    model_dict, key_map = conversion.convert_backbone(weights)
     conversion.write_pkl(out, model_dict, provenance=weights.info())
     text = conversion.format_key_map(key_map)
     return text.splitlines()[-1] if quiet else text

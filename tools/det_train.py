@@ -13,10 +13,11 @@ options go last as ``KEY VALUE`` pairs. At the end, the main process writes
         OUTPUT_DIR work_dirs/det/voc_c4_vicregl_r50
 
 ``--backbone`` takes any source the strict reader reads (our export or training checkpoint,
-the official VICRegL files, a torchvision state dict, ``random:SEED``). A ResNet is converted
-to ``OUTPUT_DIR/backbone_<arch>.pkl`` (key map in the log) and loaded as ``MODEL.WEIGHTS``,
-then checked to be fully in the model; a ConvNeXt is read by the registered backbone
-(``MODEL.CONVNEXT.WEIGHTS``). See docs/detection.md.
+the official VICRegL files, a torchvision state dict, ``random:SEED``). ResNet and ConvNeXt
+alike, it is converted to ``OUTPUT_DIR/backbone_<arch>.pkl`` (key map in the log), loaded as
+``MODEL.WEIGHTS`` by detectron2's checkpointer, then checked to be fully in the model.
+Importing ``transfer.detectron2_side`` registers our backbones and RoI head, as a user's own
+train_net would. See docs/detection.md.
 """
 import json
 import logging
@@ -36,18 +37,16 @@ import torch  # noqa: E402
 import detectron2.utils.comm as comm  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
-from detectron2.engine import (DefaultTrainer, default_argument_parser, default_setup,  # noqa: E402
-                               launch)
+from detectron2.engine import (  # noqa: E402
+    DefaultTrainer, default_argument_parser, default_setup, launch)
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from pretrain.preflight import check_output_dir  # noqa: E402
-from transfer.detectron2_side import backbone as d2_backbone  # noqa: E402  (registers backbones)
-from transfer.detectron2_side import roi_heads  # noqa: E402,F401  (registers the C4 head)
+from transfer.detectron2_side import add_vicregl_config  # noqa: E402
 from transfer.detectron2_side.checkpoint import check_backbone_loaded  # noqa: E402
-from transfer.detectron2_side.config import (  # noqa: E402
-    add_vicregl_config, det_reference, det_settings)
+from transfer.detectron2_side.config import det_reference, det_settings  # noqa: E402
 from transfer.detectron2_side.conversion import (  # noqa: E402
-    AUTHOR, check_weights_file, convert_resnet, format_key_map, read_pkl, write_pkl)
+    AUTHOR, check_weights_file, convert_backbone, format_key_map, read_pkl, write_pkl)
 from transfer.detectron2_side.data import check_num_classes, register_datasets  # noqa: E402
 from transfer.detectron2_side.evaluation import build_evaluator, metrics_from_results  # noqa: E402
 from transfer.detectron2_side.solver import build_optimizer  # noqa: E402
@@ -69,27 +68,23 @@ class Trainer(DefaultTrainer):
         return build_optimizer(cfg, model)
 
 
-def is_convnext(cfg) -> bool:
-    return cfg.MODEL.BACKBONE.NAME.startswith("build_vicregl_convnext")
-
-
 def backbone_arch(cfg) -> str:
-    return cfg.MODEL.CONVNEXT.ARCH if is_convnext(cfg) else f"resnet{cfg.MODEL.RESNETS.DEPTH}"
+    """The official architecture name the config builds (ConvNeXt or ResNet)."""
+    if cfg.MODEL.BACKBONE.NAME.startswith("build_vicregl_convnext"):
+        return cfg.MODEL.CONVNEXT.ARCH
+    return f"resnet{cfg.MODEL.RESNETS.DEPTH}"
 
 
-def attach_backbone(cfg, source: str) -> tuple[dict | None, str]:
-    """Point ``cfg`` at the backbone ``source``; returns (metrics.json info or None when the
-    model reports it, text for the log). ResNet: convert to a .pkl beside the run."""
-    arch = backbone_arch(cfg)
-    if is_convnext(cfg):
-        cfg.MODEL.CONVNEXT.WEIGHTS = source
-        return None, f"ConvNeXt weights {source} are read by the backbone ({arch})"
-    weights = read_backbone(source, arch)
-    model_dict, key_map = convert_resnet(weights)
+def attach_backbone(cfg, source: str) -> str:
+    """Convert the backbone ``source`` to a .pkl beside the run, holding its provenance, and
+    make it ``MODEL.WEIGHTS``; returns the text for the log."""
+    weights = read_backbone(source, backbone_arch(cfg))
+    model_dict, key_map = convert_backbone(weights)
     # Every process writes the same bytes atomically: no ordering between processes needed.
-    path = write_pkl(Path(cfg.OUTPUT_DIR) / f"backbone_{arch}.pkl", model_dict, weights.info())
+    path = write_pkl(Path(cfg.OUTPUT_DIR) / f"backbone_{weights.arch}.pkl", model_dict,
+                     weights.info())
     cfg.MODEL.WEIGHTS = str(path)
-    return weights.info(), f"{weights.coverage()}\nconverted to {path}:\n{format_key_map(key_map)}"
+    return f"{weights.coverage()}\nconverted to {path}:\n{format_key_map(key_map)}"
 
 
 def setup(args):
@@ -102,12 +97,12 @@ def setup(args):
         check_weights_file(cfg.MODEL.WEIGHTS)
     except (ValueError, OSError) as exc:
         raise SystemExit(f"MODEL.WEIGHTS / OUTPUT_DIR: {exc}") from exc
-    info, message = None, ""
+    message = ""
     if args.backbone:
         if args.eval_only:
             raise SystemExit("--eval-only evaluates MODEL.WEIGHTS (a trained detector); "
                              "--backbone would replace it: drop --backbone")
-        info, message = attach_backbone(cfg, args.backbone)
+        message = attach_backbone(cfg, args.backbone)
     cfg.freeze()
     try:  # before training, not after it: metrics.json needs the protocol's reference
         det_reference(cfg, args.config_file)
@@ -122,7 +117,7 @@ def setup(args):
     registered = register_datasets(args.data_root, names)
     logger.info(f"datasets under {args.data_root}: {', '.join(registered) or 'none'}")
     check_num_classes(cfg)
-    return cfg, info
+    return cfg
 
 
 def _our_pkl(path: str) -> dict | None:
@@ -133,29 +128,20 @@ def _our_pkl(path: str) -> dict | None:
     return data.get("__vicregl__", {}) if data.get("__author__") == AUTHOR else None
 
 
-def _model_backbone_info(model) -> dict | None:
-    for module in model.modules():
-        if isinstance(module, d2_backbone.VICRegLConvNeXt):
-            return module.weights_info
-    return None
-
-
 def _backbone_record(folder) -> dict | None:
     """The backbone.json a training run writes into its OUTPUT_DIR (None when absent)."""
     record = Path(folder) / "backbone.json"
     return json.loads(record.read_text()) if record.is_file() else None
 
 
-def train(args, cfg, info):
+def train(args, cfg):
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     resumed = args.resume and trainer.checkpointer.has_checkpoint()
-    provenance = _our_pkl(cfg.MODEL.WEIGHTS)
+    provenance = _our_pkl(cfg.MODEL.WEIGHTS)  # written by --backbone or tools/convert.py
     if provenance is not None and not resumed:
         logger.info(check_backbone_loaded(trainer.model, cfg.MODEL.WEIGHTS))
-    info = info or provenance or _model_backbone_info(trainer.model)
-    if info is None and resumed:
-        info = _backbone_record(cfg.OUTPUT_DIR)
+    info = provenance or (_backbone_record(cfg.OUTPUT_DIR) if resumed else None)
     if info is None and cfg.MODEL.WEIGHTS:
         info = {"arch": backbone_arch(cfg), "source": cfg.MODEL.WEIGHTS}
     if info is None:
@@ -181,8 +167,8 @@ def evaluate(cfg):
 
 def main(args):
     start = time.time()
-    cfg, info = setup(args)
-    results, info = evaluate(cfg) if args.eval_only else train(args, cfg, info)
+    cfg = setup(args)
+    results, info = evaluate(cfg) if args.eval_only else train(args, cfg)
     if not comm.is_main_process():
         return results
     if not results:
@@ -211,7 +197,7 @@ def build_parser():
     parser.add_argument(
         "--backbone", default="",
         help="backbone weights: our export / training checkpoint, an official VICRegL file, a "
-             "torchvision ResNet state dict, or random:SEED (the random-init floor). ResNets are "
+             "torchvision ResNet state dict, or random:SEED (the random-init floor). It is "
              "converted to OUTPUT_DIR/backbone_<arch>.pkl; the architecture comes from the "
              "config (RESNETS.DEPTH or CONVNEXT.ARCH). Omit it to use MODEL.WEIGHTS as given "
              "(e.g. a .pkl from tools/convert.py) or when resuming")

@@ -31,7 +31,8 @@ def _detectron2_commit() -> str:
         commit = None
     if commit:
         return commit
-    from transfer.detectron2_side import DETECTRON2_COMMIT  # the package imports no detectron2
+    # here, not at the top: with detectron2 installed, the package imports it to register
+    from transfer.detectron2_side import DETECTRON2_COMMIT
 
     return DETECTRON2_COMMIT
 

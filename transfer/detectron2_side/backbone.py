@@ -1,34 +1,34 @@
-"""The VICRegL ConvNeXt as a detectron2 backbone, alone or under detectron2's FPN.
+"""``Detectron2ConvNeXt``: the pretraining ConvNeXt as a detectron2 backbone, alone or under
+detectron2's FPN.
 
-The trunk is the module pretraining trains (``pretrain.backbones.convnext``), so its keys are
-the checkpoint's: no conversion. Its weights come from ``MODEL.CONVNEXT.WEIGHTS`` through the
-strict reader (``transfer.weights.read_backbone``): a missing or wrong key is an error, never a
-silently random layer.
+The trunk is the module pretraining trains (``pretrain.backbones.convnext``) under
+``convnext.``, so a checkpoint's keys need only that prefix. Its weights are loaded like the
+ResNet's: ``conversion.convert_convnext`` writes them to a ``.pkl``, detectron2's checkpointer
+loads it as ``MODEL.WEIGHTS``, and ``checkpoint.check_backbone_loaded`` proves every tensor
+landed and no trunk tensor was left out. Built without weights, the trunk is randomly
+initialised until the checkpointer loads.
 
 Deviations from the pretraining module, both as in ConvNeXt's own detection backbone:
-- the final LayerNorm (``norm.*``, applied to the last stage's tokens in pretraining) is read
-  (so the strict check covers it) and then dropped: detection uses the four stage maps;
+- the final LayerNorm (``norm.*``, applied to the last stage's tokens in pretraining) is
+  removed: detection uses the four stage maps (the converter drops it, after the strict reader
+  has checked it is in the file);
 - with ``OUT_NORM`` each output gets a fresh channel LayerNorm (weight 1, bias 0).
 """
-import logging
-
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN, Backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from torch import nn
 
 from pretrain.backbones.convnext import CONVNEXT_SPECS, LayerNorm2d, convnext
-from transfer.weights import read_backbone
 
 STAGES = ("res2", "res3", "res4", "res5")
-logger = logging.getLogger(__name__)
 
 
-class VICRegLConvNeXt(Backbone):
+class Detectron2ConvNeXt(Backbone):
     """ConvNeXt stage outputs ``res2..res5`` (strides 4..32) as a detectron2 ``Backbone``."""
 
     def __init__(self, arch: str, out_features=STAGES, drop_path_rate: float = 0.0,
-                 out_norm: bool = True, weights: str = "", freeze_at: int = 0):
+                 out_norm: bool = True, freeze_at: int = 0):
         super().__init__()
         if arch not in CONVNEXT_SPECS:
             raise ValueError(f"MODEL.CONVNEXT.ARCH: unknown {arch!r}; expected one of "
@@ -38,12 +38,6 @@ class VICRegLConvNeXt(Backbone):
             raise ValueError(f"MODEL.CONVNEXT.OUT_FEATURES: {list(out_features)}; expected a "
                              f"non-empty subset of {list(STAGES)}")
         self.convnext = convnext(arch, drop_path_rate=drop_path_rate)
-        self.weights_info = None  # metrics.json's backbone entry; None: random init
-        if weights:
-            loaded = read_backbone(weights, arch)
-            self.convnext.load_state_dict(loaded.state_dict, strict=True)
-            self.weights_info = loaded.info()
-            logger.info(loaded.coverage())
         del self.convnext.norm  # pretraining's token norm; see the module docstring
         self._out_features = list(out_features)
         channels = self.convnext.stage_channels
@@ -54,7 +48,7 @@ class VICRegLConvNeXt(Backbone):
             for name in self._out_features} if out_norm else {})
         self.freeze(freeze_at)
 
-    def freeze(self, freeze_at: int = 0) -> "VICRegLConvNeXt":
+    def freeze(self, freeze_at: int = 0) -> "Detectron2ConvNeXt":
         """detectron2's FREEZE_AT: 1 freezes the stem (patchify conv + norm), k >= 2 also
         res2..res{k} (LayerNorm has no running statistics, so no FrozenBN swap is needed)."""
         parts = [self.convnext.downsample_layers[0], self.convnext.stages[0]]
@@ -81,10 +75,10 @@ class VICRegLConvNeXt(Backbone):
                 for name in self._out_features}
 
 
-def _from_config(cfg) -> VICRegLConvNeXt:
+def _from_config(cfg) -> Detectron2ConvNeXt:
     c = cfg.MODEL.CONVNEXT
-    return VICRegLConvNeXt(c.ARCH, c.OUT_FEATURES, c.DROP_PATH_RATE,
-                           c.OUT_NORM, c.WEIGHTS, cfg.MODEL.BACKBONE.FREEZE_AT)
+    return Detectron2ConvNeXt(c.ARCH, c.OUT_FEATURES, c.DROP_PATH_RATE, c.OUT_NORM,
+                              cfg.MODEL.BACKBONE.FREEZE_AT)
 
 
 @BACKBONE_REGISTRY.register()

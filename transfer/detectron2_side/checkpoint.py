@@ -3,9 +3,10 @@
 detectron2 loads ``.pkl`` files by suffix matching and only LOGS what did not match, which is
 how a transfer run ends up fine-tuning a half-random backbone. ``check_backbone_loaded`` runs
 after loading and raises unless (1) every tensor of the file matched a model key, (2) the model
-holds that tensor bit for bit, and (3) no trunk parameter of the model (``stem.*``,
-``res{2..5}.{block}.*``, wherever it sits: FPN bottom-up, C4 backbone, C4 res5 head) was left
-out of the file. New layers (FPN, heads, the C4 extra norm) are expected to be missing.
+holds that tensor bit for bit, and (3) no trunk parameter of the model was left out of the
+file: ResNet ``stem.*`` and ``res{2..5}.{block}.*`` wherever they sit (FPN bottom-up, C4
+backbone, C4 res5 head), ConvNeXt ``convnext.{downsample_layers,stages}.*``. New layers (FPN,
+heads, the C4 extra norm, the ConvNeXt output norms) are expected to be missing.
 """
 import logging
 import re
@@ -15,7 +16,7 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
 from .conversion import read_pkl
 
-_TRUNK = re.compile(r"(^|\.)(stem\.|res[2-5]\.\d+\.)")
+_TRUNK = re.compile(r"(^|\.)(stem\.|res[2-5]\.\d+\.|convnext\.(downsample_layers|stages)\.)")
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

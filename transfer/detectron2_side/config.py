@@ -1,5 +1,8 @@
 """Config keys read by our detectron2 add-ons (call before ``merge_from_file``), and the run's
-protocol fingerprint (transfer/fingerprint.py) read from a final config."""
+protocol fingerprint (transfer/fingerprint.py) read from a final config.
+
+There is no ConvNeXt weights key: pretrained weights of every backbone come in through
+``MODEL.WEIGHTS`` (a ``.pkl`` from ``conversion``), loaded by detectron2's checkpointer."""
 from pathlib import Path
 
 from detectron2.config import CfgNode as CN
@@ -11,10 +14,6 @@ def add_vicregl_config(cfg: CN) -> CN:
     cfg.MODEL.CONVNEXT = CN()
     # Official name of the architecture (pretrain.backbones): convnext_small, convnext_base, ...
     cfg.MODEL.CONVNEXT.ARCH = "convnext_small"
-    # Pretrained backbone, any source transfer.weights.read_backbone accepts (our export or
-    # training checkpoint, official VICRegL file, random:SEED), read strictly at build time.
-    # Empty: random init, for loading a trained detector with MODEL.WEIGHTS.
-    cfg.MODEL.CONVNEXT.WEIGHTS = ""
     # Stochastic depth while fine-tuning (pretraining used 0.1).
     cfg.MODEL.CONVNEXT.DROP_PATH_RATE = 0.3
     # Stage outputs, detectron2 names: res2..res5 = strides 4, 8, 16, 32.
@@ -54,7 +53,8 @@ def det_settings(cfg: CN, config_file: str | Path, world: int, gpus: int) -> dic
         "norm": _NORMS.get(norm, norm), "min_size_train": list(cfg.INPUT.MIN_SIZE_TRAIN),
         "max_size_train": cfg.INPUT.MAX_SIZE_TRAIN, "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
         "iterations": cfg.SOLVER.MAX_ITER,
-        "precision": "fp16" if cfg.SOLVER.AMP.ENABLED else "fp32", "lr": cfg.SOLVER.BASE_LR, "seed": cfg.SEED, "config_sha256": config_sha256(config_file),
+        "precision": "fp16" if cfg.SOLVER.AMP.ENABLED else "fp32", "lr": cfg.SOLVER.BASE_LR,
+        "seed": cfg.SEED, "config_sha256": config_sha256(config_file),
         "frameworks": framework_versions(("torch", "torchvision", "detectron2")),
     }
 

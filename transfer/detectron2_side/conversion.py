@@ -1,17 +1,23 @@
-"""ResNet backbone weights -> detectron2's ``.pkl`` format. Does not import detectron2.
+"""Backbone weights -> detectron2's ``.pkl`` format. Does not import detectron2.
 
 Input is a ``BackboneWeights`` from ``transfer.weights.read_backbone`` (our exports and training
 checkpoints, the official VICRegL files, torchvision state dicts, ``random:SEED``), so the keys
-are torchvision's. Renaming, as MoCo / DenseCL / PixPro do:
+are torchvision's (ResNet) or the pretraining module's (ConvNeXt). ``convert_backbone`` picks
+the converter by architecture. ResNet renaming, as MoCo / DenseCL / PixPro do:
 
     conv1 / bn1                      -> stem.conv1 / stem.conv1.norm
     layer{1..4}.{b}.conv{k} / bn{k}  -> res{2..5}.{b}.conv{k} / conv{k}.norm
     layer{i}.{b}.downsample.0 / .1   -> res{i+1}.{b}.shortcut / shortcut.norm
 
+ConvNeXt keys only gain the ``convnext.`` prefix of ``backbone.Detectron2ConvNeXt``
+(``stages.0.0.dwconv.weight`` -> ``convnext.stages.0.0.dwconv.weight``).
+
 Values are copied unchanged: the detectron2 model must then run with torchvision conventions
 (``INPUT.FORMAT RGB``, torchvision mean/std, ``RESNETS.STRIDE_IN_1X1 False``; the configs in
-``configs/detection/`` do). BatchNorm ``num_batches_tracked`` counters are not weights and are
-dropped (detectron2's FrozenBN has none); every other key must be renamed or conversion fails.
+``configs/detection/`` do). Dropped, and listed as dropped in the key map: BatchNorm
+``num_batches_tracked`` counters (not weights; detectron2's FrozenBN has none) and ConvNeXt's
+final ``norm.*`` (pretraining's token norm, which detection does not use). Every other key must
+be converted or conversion fails.
 """
 import os
 import pickle
@@ -37,7 +43,13 @@ _RULES = (
     (re.compile(rf"^layer([1-4])\.(\d+)\.downsample\.1\.{_BN}$"),
      lambda m: f"res{int(m[1]) + 1}.{m[2]}.shortcut.norm.{m[3]}"),
 )
+_CONVNEXT_TRUNK = re.compile(r"^(downsample_layers|stages)\.")
+_CONVNEXT_FINAL_NORM = re.compile(r"^norm\.(weight|bias)$")
 DROPPED = ""  # the target name, in the key map, of a key deliberately not converted
+# Why a key is dropped: (pattern, text on its key-map line, plural for the count line)
+_DROP_REASONS = ((_COUNTER, "BatchNorm step counter", "counters"),
+                 (_CONVNEXT_FINAL_NORM, "pretraining's final norm, unused by detection",
+                  "final-norm tensors"))
 
 
 def detectron2_name(key: str) -> str | None:
@@ -49,25 +61,17 @@ def detectron2_name(key: str) -> str | None:
     return None
 
 
-def convert_resnet(weights) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
-    """Convert a ResNet ``BackboneWeights`` to detectron2 names.
-
-    Returns ``(model_dict, key_map)``: ``model_dict`` maps detectron2 names to float numpy
-    arrays; ``key_map`` lists every source key with its target, in source order (target
-    ``DROPPED`` for the BatchNorm counters). Raises ``ValueError`` naming the source and the
-    keys when any key has no detectron2 name.
-    """
-    if not weights.arch.startswith("resnet"):
-        raise ValueError(f"{weights.source}: convert_resnet needs a ResNet, got {weights.arch} "
-                         "(ConvNeXt is a registered backbone: set MODEL.CONVNEXT.WEIGHTS)")
+def _convert(weights, rename, dropped) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+    """Apply ``rename`` (key -> detectron2 name or None) to every key not matched by
+    ``dropped``; see ``convert_backbone``."""
     model_dict: dict[str, np.ndarray] = {}
     key_map: list[tuple[str, str]] = []
     unmatched = []
     for key, tensor in weights.state_dict.items():
-        if _COUNTER.search(key):
+        if dropped.search(key):
             key_map.append((key, DROPPED))
             continue
-        name = detectron2_name(key)
+        name = rename(key)
         if name is None:
             unmatched.append(key)
             continue
@@ -82,14 +86,57 @@ def convert_resnet(weights) -> tuple[dict[str, np.ndarray], list[tuple[str, str]
     return model_dict, key_map
 
 
+def convert_resnet(weights) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+    """A ResNet ``BackboneWeights`` in detectron2's ResNet names; see ``convert_backbone``."""
+    if not weights.arch.startswith("resnet"):
+        raise ValueError(f"{weights.source}: convert_resnet needs a ResNet, got {weights.arch} "
+                         "(convert_backbone converts either)")
+    return _convert(weights, detectron2_name, _COUNTER)
+
+
+def convert_convnext(weights) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+    """A ConvNeXt ``BackboneWeights`` under ``Detectron2ConvNeXt``'s ``convnext.`` prefix,
+    without the final norm; see ``convert_backbone``."""
+    if not weights.arch.startswith("convnext"):
+        raise ValueError(f"{weights.source}: convert_convnext needs a ConvNeXt, got "
+                         f"{weights.arch} (convert_backbone converts either)")
+    return _convert(weights, lambda key: f"convnext.{key}" if _CONVNEXT_TRUNK.match(key)
+                    else None, _CONVNEXT_FINAL_NORM)
+
+
+def convert_backbone(weights) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+    """Convert a ``BackboneWeights`` (ResNet or ConvNeXt) to detectron2 names.
+
+    Returns ``(model_dict, key_map)``: ``model_dict`` maps detectron2 names to float numpy
+    arrays; ``key_map`` lists every source key with its target, in source order (target
+    ``DROPPED`` for the keys deliberately left out). Raises ``ValueError`` naming the source
+    and the keys when any key has no detectron2 name.
+    """
+    if weights.arch.startswith("convnext"):
+        return convert_convnext(weights)
+    return convert_resnet(weights)
+
+
+def _drop_reason(key: str) -> tuple[str, str]:
+    return next((why, plural) for pattern, why, plural in _DROP_REASONS if pattern.search(key))
+
+
 def format_key_map(key_map: list[tuple[str, str]]) -> str:
-    """The key map as text, one ``source -> target`` line per key, and a count line."""
+    """The key map as text, one ``source -> target`` line per key (a dropped key says why),
+    and a count line (e.g. ``100 tensors converted, 20 counters dropped, 0 unmatched``)."""
     width = max((len(src) for src, _ in key_map), default=0)
-    lines = [f"{src:<{width}} -> {dst if dst != DROPPED else '(dropped: BatchNorm step counter)'}"
+    lines = [f"{src:<{width}} -> "
+             + (dst if dst != DROPPED else f"(dropped: {_drop_reason(src)[0]})")
              for src, dst in key_map]
+    dropped: dict[str, int] = {}
+    for src, dst in key_map:
+        if dst == DROPPED:
+            plural = _drop_reason(src)[1]
+            dropped[plural] = dropped.get(plural, 0) + 1
+    counts = [f"{n} {plural} dropped" for plural, n in dropped.items()] or ["0 counters dropped"]
     converted = sum(dst != DROPPED for _, dst in key_map)
-    lines.append(f"{converted} tensors converted, {len(key_map) - converted} counters dropped, "
-                 f"0 unmatched (of {len(key_map)} keys)")
+    lines.append(f"{converted} tensors converted, {', '.join(counts)}, 0 unmatched "
+                 f"(of {len(key_map)} keys)")
     return "\n".join(lines)
 
 
