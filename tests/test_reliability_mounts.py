@@ -1,6 +1,6 @@
-"""Output folders that are really read-only or really full (docs/reliability.md, "Configs and
-arguments"): a tmpfs mounted read-only, or mounted with a few MiB, so the kernel refuses the
-writes as it would on a real disk, not a simulation. Needs root with CAP_SYS_ADMIN (mount);
+"""Output folders that are really read-only, really full, or under a file (docs/reliability.md,
+"Configs and arguments"): a tmpfs mounted read-only, or mounted with a few MiB, so the kernel
+refuses the writes as it would on a real disk, not a simulation. Needs root with CAP_SYS_ADMIN (mount);
 elsewhere the tests skip and say so."""
 import subprocess
 import sys
@@ -106,3 +106,14 @@ def test_a_disk_that_fills_up_during_a_checkpoint_write_keeps_the_old_one(tmp_pa
             in str(info.value)
         assert target.read_bytes() == old
         assert sorted(p.name for p in disk.iterdir()) == ["checkpoint.pth", "filler"]
+
+
+def test_suite_work_dir_under_a_regular_file_is_refused_by_name(tmp_path):
+    """It used to end in a raw NotADirectoryError traceback from the first step's mkdir."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = subprocess.run([sys.executable, "tools/run_suite.py", "configs/suites/demo_cpu.yaml",
+                          "--work-dir", str(blocker / "w")], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"error: --work-dir {blocker / 'w'}: {blocker} is a regular file" in out.stderr
