@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.config import load_config
-from pretrain.preflight import ConfigValueError, check_output_dir, check_pretrain_config
+from pretrain.config import ConfigValueError, check_pretrain_config, load_config
+from pretrain.preflight import check_output_dir
 from conftest import load_tool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

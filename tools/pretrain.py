@@ -22,8 +22,7 @@ import sys
 
 import _bootstrap  # noqa: F401
 
-from pretrain.config import load_config
-from pretrain.preflight import check_pretrain_config
+from pretrain.config import check_pretrain_config, load_config
 from pretrain.slurm import Requeueable, add_slurm_args, submit
 
 
