@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .matching import nearest_neighbors, select_positions
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
-VAR_EPS = 1e-4
+VAR_EPS = 1e-4  # inside the variance hinge's sqrt(var + eps): the official value
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

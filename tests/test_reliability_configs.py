@@ -95,6 +95,14 @@ def test_every_problem_is_listed_at_once():
         check_pretrain_config(cfg)
 
 
+def test_the_batch_must_split_over_the_processes():
+    cfg = load_config(SMOKE)  # batch 32
+    check_pretrain_config(cfg, world_size=4)
+    with pytest.raises(ConfigValueError, match="optim.batch_size = 32: expected a multiple of "
+                                               "the 3 processes"):
+        check_pretrain_config(cfg, world_size=3)
+
+
 def test_the_engine_checks_too(tmp_path):
     """train() called directly (SLURM jobs, tests) checks the values before any work."""
     from pretrain.engine import train
