@@ -101,6 +101,9 @@ def test_the_batch_must_split_over_the_processes():
     with pytest.raises(ConfigValueError, match="optim.batch_size = 32: expected a multiple of "
                                                "the 3 processes"):
         check_pretrain_config(cfg, world_size=3)
+    # a SLURM submission knows its processes: refused before anything is submitted
+    assert "optim.batch_size = 32: expected a multiple of the 3 processes" in pretrain_error(
+        "--slurm", "--nodes", "1", "--gpus-per-node", "3")
 
 
 def test_the_engine_checks_too(tmp_path):

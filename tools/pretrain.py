@@ -48,7 +48,8 @@ def main(argv=None):
         overrides.append(f"run.output_dir={args.output_dir}")
     try:  # unknown keys, wrong types and bad values stop here, before any work
         cfg = load_config(args.config, overrides)
-        check_pretrain_config(cfg)
+        # a SLURM job's processes are known now; under torchrun, train() checks its own count
+        check_pretrain_config(cfg, args.nodes * args.gpus_per_node if args.slurm else 1)
     except (KeyError, TypeError, ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from exc
     if args.print_config:
