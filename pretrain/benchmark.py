@@ -25,10 +25,9 @@ from torch import nn
 
 from .backbones import build_backbone
 from .data import ImageFolderDataset
-from .engine import build_augmentation, build_model
+from .builder import build_augmentation, build_model, build_trainable, place, wrap_for_training
 from .fast_augment import collate_fast
 from .model import LOSS_KEYS
-from .optim import build_optimizer
 from .pipeline import build_pipeline
 from .step import FiniteLossGuard, autocast, train_step
 from .synthetic import CLASS_NAMES, render_scene
@@ -120,13 +119,6 @@ def synthetic_inputs(cfg: dict, backbone: nn.Module, batch: int, device: torch.d
     return views, locations, labels
 
 
-def _place(module: nn.Module, cfg: dict, device: torch.device) -> nn.Module:
-    module.to(device)
-    if cfg["run"]["channels_last"]:
-        module.to(memory_format=torch.channels_last)
-    return module.train()
-
-
 def _weighted_total(model, terms: dict) -> torch.Tensor:
     total = 0.0
     if model.alpha > 0:
@@ -137,17 +129,14 @@ def _weighted_total(model, terms: dict) -> torch.Tensor:
 
 
 def build_training(cfg: dict, device: torch.device, num_classes: int = 1000):
-    """(model, optimiser, scaler, model to call) as the engine builds them; the learning rate
-    is tiny so that timing barely moves the weights."""
-    model = _place(build_model(cfg, num_classes), cfg, device)
-    optim_cfg, run = cfg["optim"], cfg["run"]
-    optimizer = build_optimizer(model, optim_cfg["optimizer"], optim_cfg["weight_decay"],
-                                fused=optim_cfg["fused"])
-    for group in optimizer.param_groups:
+    """(model, optimiser, scaler, model to call), built by the engine's own builders
+    (``pretrain.builder``) for one process; the learning rate is tiny so that timing barely
+    moves the weights."""
+    parts = build_trainable(build_model(cfg, num_classes), cfg, device)
+    for group in parts.optimizer.param_groups:
         group["lr"] = 1e-6
-    scaler = torch.amp.GradScaler(device.type, enabled=run["precision"] == "fp16")
-    train_model = torch.compile(model) if run["compile"] else model
-    return model, optimizer, scaler, train_model
+    return parts.model, parts.optimizer, parts.scaler, wrap_for_training(parts.model, cfg,
+                                                                         device)
 
 
 def step_calls(cfg: dict, batch: int, device: torch.device, num_classes: int = 1000,
@@ -165,7 +154,7 @@ def step_calls(cfg: dict, batch: int, device: torch.device, num_classes: int = 1
     model, optimizer, scaler, train_model = build_training(cfg, device, num_classes)
     views, locations, labels = synthetic_inputs(cfg, model.backbone, batch, device,
                                                 num_classes=num_classes)
-    backbone = _place(build_model(cfg, None).backbone, cfg, device)
+    backbone = place(build_model(cfg, None).backbone, cfg, device)
     ceiling_backbone = torch.compile(backbone) if run["compile"] else backbone
 
     def ceiling():

@@ -1,23 +1,31 @@
-"""Checkpoint files: atomic saves, the training checkpoint, and the backbone export.
+"""Checkpoint files: atomic saves, the training state (save, check, restore), and the
+backbone export.
 
 Formats (their names in ``pretrain.weight_files``), both loadable with ``weights_only=True``:
 
 - training checkpoint ``{"format": TRAIN_FORMAT, "arch", "model", "optimizer", "scaler",
-  "step", "epoch", "rng", "sampler", "config", "git_sha"}``; ``model`` keys are
+  "step", "epoch", "rng", "sampler", "corrupt", "config", "git_sha"}``; ``model`` keys are
   ``backbone.*``, ``projector.*``, ``maps_projector.*``, ``classifier.*`` as the official model;
+  ``rng`` holds every process's RNG states, in rank order;
 - backbone export ``{"format": BACKBONE_FORMAT, "arch", "state_dict", "provenance"}`` with the
   official backbone key names and ``provenance = {source, step, git_sha, sha256}``.
 """
 import hashlib
+import io
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
 from pretrain.files import atomic_open, remove_stale_temporaries
 from pretrain.provenance import git_sha  # noqa: F401 (recorded in the training checkpoint)
+from pretrain.run_logging import log
+from pretrain.state_keys import load_strict
 from pretrain.weight_files import TRAIN_FORMAT  # noqa: F401 (the training checkpoint's format)
-from pretrain.weight_files import BACKBONE_FORMAT, WeightsFile
+from pretrain.weight_files import BACKBONE_FORMAT, WeightsFile, load_state_file
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -55,3 +63,87 @@ def export_backbone(train_checkpoint: dict, out_path: str | Path, source: str) -
     }
     atomic_save(export, out_path)
     return export
+
+
+# ---------------------------------------------------------------- the training state
+
+
+def rng_state() -> dict:
+    """This process's torch, Python, numpy (and CUDA) RNG states, as weights-only-loadable
+    values (numpy's key array as a tensor)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v)
+                       for k, v in zip(("kind", "keys", "pos", "has_gauss", "cached"),
+                                       np.random.get_state())}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def gather_rng_states(world: int) -> list[dict]:
+    """Every process's ``rng_state()``, in rank order; every process must call it."""
+    states = [rng_state()]
+    if world > 1:  # gathered as bytes: tensors do not pickle over gloo
+        buffer = io.BytesIO()
+        torch.save(states[0], buffer)
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, buffer.getvalue())
+        states = [torch.load(io.BytesIO(b), weights_only=True) for b in gathered]
+    return states
+
+
+def save_training_state(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        scaler: torch.amp.GradScaler, step: int, epoch: int, sampler: dict,
+                        corrupt: list[str], cfg: dict, sha: str, rank: int, world: int) -> None:
+    """Write the training checkpoint (rank 0) after every process's RNG states are gathered
+    (every process must call it)."""
+    rng = gather_rng_states(world)
+    if rank != 0:
+        return
+    atomic_save({"format": TRAIN_FORMAT, "arch": cfg["model"]["arch"],
+                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "rng": rng,
+                 "sampler": sampler, "corrupt": list(corrupt), "config": cfg, "git_sha": sha},
+                path)
+
+
+def read_resume_checkpoint(path: Path, cfg: dict) -> dict:
+    """The training checkpoint to resume from, checked before any work: weights-only
+    loading (a pickle that would run code is refused), our format, the recipe's arch."""
+    state = load_state_file(path)
+    hint = ("; the run stops and changes nothing in its folder: restore a good checkpoint.pth, "
+            "or move this one aside to start from step 0")
+    if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
+        raise ValueError(f"{path} is not a training checkpoint of this suite (expected a dict "
+                         f"with format {TRAIN_FORMAT!r}, written by tools/pretrain.py){hint}")
+    if state.get("arch") != cfg["model"]["arch"]:
+        raise ValueError(f"{path} holds a {state.get('arch')} run but the recipe trains "
+                         f"model.arch={cfg['model']['arch']}{hint}")
+    missing = [k for k in ("model", "optimizer", "scaler", "step", "rng") if k not in state]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)} (a damaged training "
+                         f"checkpoint){hint}")
+    return state
+
+
+def restore_training_state(state: dict, path: Path, *, model: nn.Module,
+                           optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                           rank: int) -> tuple[int, list[str]]:
+    """Load a checked training checkpoint (``read_resume_checkpoint``) into the run's objects
+    and this process's RNGs (rank 0's when the run had fewer processes); returns the step and
+    the unreadable images skipped so far (the count goes on across restarts)."""
+    load_strict(model, state["model"], f"checkpoint {path}")
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+    log.info("resumed from %s at step %d", path, state["step"])
+    return state["step"], list(state.get("corrupt", []))

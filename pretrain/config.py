@@ -1,81 +1,221 @@
-"""Pretraining recipes: YAML files over the defaults below, then ``key.sub=value`` overrides.
+"""The pretraining config: every key once, with its default, its type and its allowed values.
 
-Unknown keys are errors (a typo must not silently train the default). Values of overrides are
-parsed as YAML (``optim.epochs=10``, ``data.size_crops=[96]``, ``loss.l2_all_matches=true``).
+As detectron2's ``add_*_config``, each key below is declared once with a comment saying what it
+does. Its default fixes its type, checked while a recipe (a YAML file over the defaults) and
+``key.sub=value`` overrides are merged: an unknown key (a typo) or a quoted number must not
+silently train the default. Its rule fixes its allowed values, checked with the rules that
+span several keys by ``check_pretrain_config`` before any dataset or model is built; every
+problem is listed at once, naming the key and the value expected. Override values are parsed
+as YAML (``optim.epochs=10``, ``data.size_crops=[96]``, ``loss.l2_all_matches=true``).
 """
 import copy
 import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-DEFAULTS: dict[str, Any] = {
+# A rule returns what it expected when a value breaks it (a phrase after "expected"), else None.
+Rule = Callable[[Any], str | None]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def at_least(low: int) -> Rule:
+    return lambda value: None if _is_int(value) and value >= low else f"an integer >= {low}"
+
+
+def number_in(low: float, high: float | None = None, low_open: bool = False) -> Rule:
+    def rule(value: Any) -> str | None:
+        ok = _is_number(value) and (value > low if low_open else value >= low) and (
+            high is None or value <= high)
+        upper = f"{high}]" if high is not None else "inf)"
+        return None if ok else f"a number in {'(' if low_open else '['}{low}, {upper}"
+    return rule
+
+
+def one_of(*choices: Any) -> Rule:
+    return lambda value: None if value in choices else f"one of {', '.join(map(str, choices))}"
+
+
+def optional(rule: Rule) -> Rule:
+    return lambda value: None if value is None else rule(value)
+
+
+def layer_widths(value: Any) -> str | None:
+    ok = re.fullmatch(r"[1-9]\d*(-[1-9]\d*)*", str(value))
+    return None if ok else "layer widths joined by '-', e.g. 8192-8192-8192"
+
+
+def two_integers(value: Any) -> str | None:
+    ok = isinstance(value, list) and len(value) == 2 and all(map(_is_int, value))
+    return None if ok else "two integers, e.g. [20, 4]"
+
+
+def known_arch(value: Any) -> str | None:
+    from .backbones import ARCHS  # imports torch: only when a config is checked
+
+    return one_of(*ARCHS)(value)
+
+
+@dataclass(frozen=True)
+class Key:
+    default: Any  # its type is the key's type; null: any type (checked by the rule, if any)
+    rule: Rule | None = None  # allowed values beyond the type
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
-        "arch": "resnet50",
-        "mlp": "8192-8192-8192",
-        "maps_mlp": "512-512-512",
-        "drop_path_rate": 0.1,
-        "layer_scale_init_value": 0.0,
-        "fuse_views": False,
+        # backbone by its official name: resnet18/34/50/101, convnext_mini/tiny/small/base/...
+        "arch": Key("resnet50", known_arch),
+        # widths of the global expander's layers (official --mlp)
+        "mlp": Key("8192-8192-8192", layer_widths),
+        # widths of the local projector's layers, applied to every feature-map vector
+        "maps_mlp": Key("512-512-512", layer_widths),
+        # ConvNeXt stochastic depth, rising linearly to this rate in the last block
+        "drop_path_rate": Key(0.1, number_in(0.0, 1.0)),
+        # ConvNeXt layer scale's initial value; 0: no layer scale (official)
+        "layer_scale_init_value": Key(0.0),
+        # backbone once per crop size, not once per view (ConvNeXt only: LayerNorm, no batch
+        # statistics to change)
+        "fuse_views": Key(False),
         # heads once per crop size, BatchNorm statistics still per view (exact; faster)
-        "fuse_heads": False,
+        "fuse_heads": Key(False),
     },
     "loss": {
-        "alpha": 0.75,
-        "num_matches": [20, 4],
-        "l2_all_matches": False,
-        "inv_coeff": 25.0,
-        "var_coeff": 25.0,
-        "cov_coeff": 1.0,
+        # weight of the global (image-level) criterion; 1 - alpha weighs the local one
+        "alpha": Key(0.75, number_in(0.0, 1.0)),
+        # nearest matches kept per view pair, first view to second and back (official
+        # --num-matches); the location matching always, the feature matching unless:
+        "num_matches": Key([20, 4], two_integers),
+        # true: feature matching over all positions (the official code's default); false:
+        # the num_matches nearest (the paper's setting)
+        "l2_all_matches": Key(False),
+        # invariance term's coefficient (official --inv-coeff)
+        "inv_coeff": Key(25.0, number_in(0.0)),
+        # variance term's coefficient (official --var-coeff)
+        "var_coeff": Key(25.0, number_in(0.0)),
+        # covariance term's coefficient (official --cov-coeff)
+        "cov_coeff": Key(1.0, number_in(0.0)),
     },
     "data": {
-        "kind": "imagefolder",  # imagefolder | filelist | synthetic
-        "root": "imagenet",  # relative paths resolve against the data root
-        "list_file": None,
-        "num_images": 1024,  # synthetic only
-        "image_size": 128,  # synthetic only
-        "size_crops": [224, 96],
-        "num_crops": [2, 6],
-        "min_scale_crops": [0.4, 0.08],
-        "max_scale_crops": [1.0, 0.4],
-        "flip_grid": False,
-        "num_workers": 10,
-        "max_corrupt": 100,
+        # where images come from: an ImageNet-layout folder, a file list, or rendered scenes
+        "kind": Key("imagefolder", one_of("imagefolder", "filelist", "synthetic")),
+        # image folder, or the file list's base folder; relative to the data root
+        "root": Key("imagenet"),
+        # kind filelist: one image path (and optional integer label) per line
+        "list_file": Key(None),
+        # kind synthetic: number of scenes (checked for that kind only)
+        "num_images": Key(1024),
+        # kind synthetic: side of each scene in pixels (checked for that kind only)
+        "image_size": Key(128),
+        # side in pixels of each crop group's views, large crops first
+        "size_crops": Key([224, 96]),
+        # views per crop group; views 0 and 1 are the two large crops both criteria compare
+        "num_crops": Key([2, 6]),
+        # smallest fraction of the image area a crop of each group covers
+        "min_scale_crops": Key([0.4, 0.08]),
+        # largest fraction of the image area a crop of each group covers
+        "max_scale_crops": Key([1.0, 0.4]),
+        # mirror the location grid of flipped crops (geometrically right); false: official
+        "flip_grid": Key(False),
+        # DataLoader worker processes per training process
+        "num_workers": Key(10, at_least(0)),
+        # unreadable images skipped (and logged) before the run stops
+        "max_corrupt": Key(100, at_least(0)),
         # pil: the official per-image PIL augmentation in the workers. fast: decode once, crop
         # and flip on uint8 in the workers, photometric augmentation batched on the training
         # device (pretrain/fast_augment.py, pretrain/photometric.py; docs/performance.md).
-        "pipeline": "pil",
+        "pipeline": Key("pil", one_of("pil", "fast")),
     },
     "optim": {
-        "optimizer": "adamw",  # adamw | lars
-        "batch_size": 512,  # total over all processes
-        "epochs": 100,
-        "warmup_epochs": 10,
-        "base_lr": 0.0005,  # scaled by batch_size / 256
-        "end_lr_ratio": 0.001,
-        "weight_decay": 0.05,
-        "max_steps": None,  # stop early (smoke runs); the schedule still spans all epochs
+        # adamw (decay on weight matrices only) or lars (biases and norms excluded)
+        "optimizer": Key("adamw", one_of("adamw", "lars")),
+        # images per step, total over all processes
+        "batch_size": Key(512, at_least(1)),
+        # length of the learning-rate schedule
+        "epochs": Key(100, at_least(1)),
+        # linear warm-up from 0 before the cosine decay
+        "warmup_epochs": Key(10, at_least(0)),
+        # peak learning rate per 256 images: the peak is base_lr * batch_size / 256
+        "base_lr": Key(0.0005, number_in(0.0, low_open=True)),
+        # the cosine decay ends at peak * end_lr_ratio
+        "end_lr_ratio": Key(0.001, number_in(0.0)),
+        # weight decay of the decayed parameters
+        "weight_decay": Key(0.05, number_in(0.0)),
+        # stop early (smoke runs); the schedule still spans all epochs
+        "max_steps": Key(None, optional(at_least(1))),
         # AdamW's fused kernel / LARS's multi-tensor update (same updates, fewer kernels)
-        "fused": False,
+        "fused": Key(False),
     },
     "run": {
-        "output_dir": None,  # default: runs/<recipe name>
-        "seed": 0,
-        "precision": "fp16",  # fp16 (autocast + GradScaler, official) | bf16 | fp32
-        "channels_last": True,
-        "compile": False,
+        # where the run's files go; null: runs/<recipe name>
+        "output_dir": Key(None),
+        # seeds the initialisation, the data order and every sample's augmentation
+        "seed": Key(0, at_least(0)),
+        # fp16 (autocast + GradScaler, official) | bf16 | fp32
+        "precision": Key("fp16", one_of("fp16", "bf16", "fp32")),
+        # channels-last memory format for the model and the views (faster convolutions on GPUs)
+        "channels_last": Key(True),
+        # torch.compile the training model
+        "compile": Key(False),
         # 1: read the loss on every step before its backward pass (a host-device sync per
         # step); N > 1: a device-side record read every N steps and before every checkpoint
-        "check_finite_every_steps": 1,
-        "sync_bn": True,
-        "probe": True,  # online linear probe on view 0 when the dataset has labels
-        "checkpoint_every_steps": 1000,
-        "log_every_steps": 20,
-        "export_backbone": True,
-        "device": "auto",  # auto | cuda | cpu
+        "check_finite_every_steps": Key(1, at_least(1)),
+        # BatchNorm statistics synchronised across processes (CUDA only; ResNet and its heads)
+        "sync_bn": Key(True),
+        # online linear probe on view 0 when the dataset has labels
+        "probe": Key(True),
+        # write checkpoint.pth every N steps (and at the last step)
+        "checkpoint_every_steps": Key(1000, at_least(1)),
+        # write a metrics.jsonl record every N steps (and at the last step)
+        "log_every_steps": Key(20, at_least(1)),
+        # write backbone.pth, the backbone alone for transfer, at the end
+        "export_backbone": Key(True),
+        # auto: cuda when a GPU is visible, else cpu
+        "device": Key("auto", one_of("auto", "cuda", "cpu")),
     },
 }
+
+
+def defaults() -> dict:
+    """A fresh config of the defaults, ``{section: {key: value}}``."""
+    return {section: {name: copy.deepcopy(key.default) for name, key in keys.items()}
+            for section, keys in SCHEMA.items()}
+
+
+# ---------------------------------------------------------------- types, while merging
+
+
+def check_type(name: str, default: Any, value: Any) -> None:
+    """The value's type must be the default's (an int is a float too; a string key may be
+    null; keys whose default is null take anything): a quoted number or a ``5e-4`` that
+    YAML reads as a string must not train on silently."""
+    if default is None or (value is None and isinstance(default, str)):
+        return
+    if isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, expected = _is_int(value), "an integer"
+    elif isinstance(default, float):
+        ok = _is_number(value)
+        expected = "a number (write 5.0e-4, not 5e-4, which YAML reads as a string)"
+    elif isinstance(default, list):
+        ok, expected = isinstance(value, list), "a list, e.g. [224, 96]"
+    else:
+        ok, expected = isinstance(value, type(default)), f"a {type(default).__name__}"
+    if not ok:
+        raise TypeError(f"config key {name} = {value!r} ({type(value).__name__}): expected "
+                        f"{expected}, like the default {default!r}")
 
 
 def _merge(base: dict, update: dict, where: str) -> dict:
@@ -88,31 +228,9 @@ def _merge(base: dict, update: dict, where: str) -> dict:
                 raise TypeError(f"config key {where}{key} must be a mapping")
             out[key] = _merge(out[key], value, f"{where}{key}.")
         else:
-            _check_type(f"{where}{key}", out[key], value)
+            check_type(f"{where}{key}", out[key], value)
             out[key] = value
     return out
-
-
-def _check_type(key: str, default: Any, value: Any) -> None:
-    """The value's type must be the default's (an int is a float too; a string key may be
-    null; keys whose default is null take anything): a quoted number or a ``5e-4`` that
-    YAML reads as a string must not train on silently. Ranges: ``pretrain.preflight``."""
-    if default is None or (value is None and isinstance(default, str)):
-        return
-    if isinstance(default, bool):
-        ok, expected = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        expected = "a number (write 5.0e-4, not 5e-4, which YAML reads as a string)"
-    elif isinstance(default, list):
-        ok, expected = isinstance(value, list), "a list, e.g. [224, 96]"
-    else:
-        ok, expected = isinstance(value, type(default)), f"a {type(default).__name__}"
-    if not ok:
-        raise TypeError(f"config key {key} = {value!r} ({type(value).__name__}): expected "
-                        f"{expected}, like the default {default!r}")
 
 
 def _merge_from(cfg: dict, update: dict, source: str) -> dict:
@@ -121,6 +239,94 @@ def _merge_from(cfg: dict, update: dict, source: str) -> dict:
         return _merge(cfg, update, "")
     except (KeyError, TypeError) as exc:
         raise type(exc)(f"{source}: {exc.args[0]}") from None
+
+
+# ---------------------------------------------------------------- values, before any work
+
+
+class ConfigValueError(ValueError):
+    """A config value outside its range; the message lists every offending key."""
+
+
+def _crop_lists(data: dict) -> list[str]:
+    """Crop lists of one length, integer sizes and counts >= 1, 0 < min <= max <= 1 scales,
+    and the two large crops first."""
+    lists = {k: data[k] for k in ("size_crops", "num_crops", "min_scale_crops",
+                                   "max_scale_crops")}
+    if not all(isinstance(v, list) and v for v in lists.values()) or \
+            len({len(v) for v in lists.values()}) != 1:
+        return ["data.size_crops, data.num_crops, data.min_scale_crops and "
+                "data.max_scale_crops: expected non-empty lists of one length, got "
+                + ", ".join(f"{k}={v!r}" for k, v in lists.items())]
+    problems = []
+    for i, (size, n, low, high) in enumerate(zip(*lists.values())):
+        for name, value in (("size_crops", size), ("num_crops", n)):
+            if at_least(1)(value):
+                problems.append(f"data.{name}[{i}] = {value!r}: expected an integer >= 1")
+        if not (_is_number(low) and _is_number(high) and 0 < low <= high <= 1):
+            problems.append(f"data.min_scale_crops[{i}], data.max_scale_crops[{i}] = {low!r}, "
+                            f"{high!r}: expected 0 < min <= max <= 1")
+    first = lists["num_crops"][0]
+    if _is_int(first) and first < 2:
+        problems.append(f"data.num_crops[0] = {first}: expected >= 2 (views 0 and 1 are the "
+                        "two large crops the global loss compares)")
+    return problems
+
+
+def _crop_grids(cfg: dict) -> list[str]:
+    """Every crop size must give the backbone a local grid of at least 1 x 1."""
+    from .backbones import CONVNEXT_SPECS, RESNET_SPECS, ConvNeXt, ResNet
+
+    arch, sizes = cfg["model"]["arch"], cfg["data"]["size_crops"]
+    backbone = ResNet if arch in RESNET_SPECS else ConvNeXt if arch in CONVNEXT_SPECS else None
+    if backbone is None or not isinstance(sizes, list):
+        return []
+    return [f"data.size_crops[{i}] = {size}: {arch} (output stride 32) makes no local grid "
+            "from it; expected a crop of at least 32 pixels"
+            for i, size in enumerate(sizes)
+            if _is_int(size) and size >= 1 and backbone.feature_size(size) < 1]
+
+
+def _across_keys(cfg: dict, world_size: int) -> list[str]:
+    """The rules that tie keys together (and to the number of processes)."""
+    from .backbones import RESNET_SPECS
+
+    model, data, optim = cfg["model"], cfg["data"], cfg["optim"]
+    problems = _crop_lists(data) + _crop_grids(cfg)
+    warmup, epochs = optim["warmup_epochs"], optim["epochs"]
+    if _is_int(warmup) and _is_int(epochs) and warmup > epochs:
+        problems.append(f"optim.warmup_epochs = {warmup}: expected <= optim.epochs ({epochs})")
+    if model["fuse_views"] and model["arch"] in RESNET_SPECS:
+        problems.append(f"model.fuse_views = true with model.arch={model['arch']}: expected "
+                        "false (fusing views changes BatchNorm statistics; ConvNeXt only)")
+    if data["kind"] == "synthetic":
+        for name, low in (("num_images", 1), ("image_size", 8)):
+            if at_least(low)(data[name]):
+                problems.append(f"data.{name} = {data[name]!r}: expected an integer >= {low}")
+    batch = optim["batch_size"]
+    if _is_int(batch) and batch >= 1 and batch % world_size:
+        problems.append(f"optim.batch_size = {batch}: expected a multiple of the "
+                        f"{world_size} processes")
+    return problems
+
+
+def check_pretrain_config(cfg: dict, world_size: int = 1) -> None:
+    """Raise ``ConfigValueError`` listing every out-of-range value of a merged config
+    (``load_config``; types were checked while merging), for ``world_size`` processes."""
+    problems = []
+    for section, keys in SCHEMA.items():
+        for name, key in keys.items():
+            value = cfg[section][name]
+            expected = key.rule(value) if key.rule else None
+            if expected:
+                problems.append(f"{section}.{name} = {value!r}: expected {expected}")
+    problems += _across_keys(cfg, world_size)
+    if problems:
+        raise ConfigValueError(f"recipe {cfg.get('recipe', 'config')}: {len(problems)} bad "
+                               "value(s):\n  - " + "\n  - ".join(problems))
+
+
+# ---------------------------------------------------------------- loading
 
 
 def parse_override(text: str) -> dict:
@@ -140,22 +346,26 @@ def parse_override(text: str) -> dict:
     return tree
 
 
+def _read_recipe(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe {path} does not exist (see configs/pretrain/)")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"recipe {path} is not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise TypeError(f"recipe {path}: expected a mapping of sections (model, loss, data, "
+                        f"optim, run), got a {type(loaded).__name__}")
+    return loaded
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> dict:
-    """Defaults <- recipe file <- overrides. Adds ``recipe`` (the file's stem)."""
-    cfg = copy.deepcopy(DEFAULTS)
-    recipe = "custom"
+    """Defaults <- recipe file <- overrides, types checked (values: ``check_pretrain_config``).
+    Adds ``recipe`` (the file's stem)."""
+    cfg, recipe = defaults(), "custom"
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"recipe {path} does not exist (see configs/pretrain/)")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"recipe {path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise TypeError(f"recipe {path}: expected a mapping of sections (model, loss, data, "
-                            f"optim, run), got a {type(loaded).__name__}")
-        cfg = _merge_from(cfg, loaded, f"recipe {path}")
+        cfg = _merge_from(cfg, _read_recipe(path), f"recipe {path}")
         recipe = path.stem
     for text in overrides:
         cfg = _merge_from(cfg, parse_override(text), f"override {text!r}")

@@ -16,7 +16,7 @@ from .grouping import group_indices
 from .matching import nearest_neighbors, select_positions
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
-VAR_EPS = 1e-4
+VAR_EPS = 1e-4  # inside the variance hinge's sqrt(var + eps): the official value
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:

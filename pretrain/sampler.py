@@ -3,6 +3,13 @@ import torch
 from torch.utils.data import Sampler
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffle (and of its DataLoader's generator). 1_000_003 is a
+    prime above any epoch count, so distinct (seed, epoch) pairs never share a seed, as
+    ``seed + epoch`` would (seed 1, epoch 0 = seed 0, epoch 1)."""
+    return seed * 1_000_003 + epoch
+
+
 class ResumableDistributedSampler(Sampler[int]):
     """Shuffles with a (seed, epoch) permutation, shards it over ranks, drops the tail so every
     rank yields the same number of full batches, and can skip the batches already trained.
@@ -32,7 +39,7 @@ class ResumableDistributedSampler(Sampler[int]):
 
     def __iter__(self):
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
             order = torch.randperm(self.dataset_size, generator=g)
         else:
             order = torch.arange(self.dataset_size)

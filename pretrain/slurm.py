@@ -19,12 +19,15 @@ def add_slurm_args(parser: argparse.ArgumentParser, gpus_per_node: int = 8,
     """The ``--slurm`` option group of every tool that can submit itself."""
     group = parser.add_argument_group("SLURM (through submitit)")
     group.add_argument("--slurm", action="store_true", help="submit instead of running here")
-    group.add_argument("--nodes", type=int, default=1)
-    group.add_argument("--gpus-per-node", type=int, default=gpus_per_node)
-    group.add_argument("--partition", default=None)
+    group.add_argument("--nodes", type=int, default=1, help="machines (default: 1)")
+    group.add_argument("--gpus-per-node", type=int, default=gpus_per_node,
+                       help=f"GPUs per machine, one process each (default: {gpus_per_node})")
+    group.add_argument("--partition", default=None,
+                       help="SLURM partition (default: the cluster's default)")
     group.add_argument("--timeout-min", type=int, default=timeout_min,
                        help="job time limit; the job is requeued and resumes on timeout")
-    group.add_argument("--cpus-per-task", type=int, default=10)
+    group.add_argument("--cpus-per-task", type=int, default=10,
+                       help="CPU cores per process, for its DataLoader workers (default: 10)")
     group.add_argument("--slurm-extra", default="{}", help="JSON of extra submitit parameters")
 
 
@@ -53,10 +56,13 @@ def submit(call: Requeueable, args: argparse.Namespace, folder: str | Path, name
     path = os.environ.get("PYTHONPATH", "")
     if str(ROOT) not in path.split(os.pathsep):
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), path) if p)
+    # a 300-epoch run outlives many time limits: up to 30 requeues on timeout
     executor = submitit.AutoExecutor(folder=str(Path(folder) / "slurm"), slurm_max_num_timeout=30)
     executor.update_parameters(
         nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.gpus_per_node,
         cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min,
+        # the requeue signal comes 120 s before the limit: time for the job to stop and
+        # requeue itself (it resumes from its last checkpoint)
         slurm_partition=args.partition, name=name, slurm_signal_delay_s=120,
         **json.loads(args.slurm_extra))
     job = executor.submit(call)

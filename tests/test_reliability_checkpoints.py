@@ -26,15 +26,16 @@ TINY = ["data.num_images=32", "optim.batch_size=8", "optim.epochs=1", "optim.war
 
 def train_checkpoint(arch: str) -> dict:
     """A real training checkpoint of the tiny recipe for ``arch`` (step 0, no training)."""
-    from pretrain import engine
+    from pretrain.builder import build_model
+    from pretrain.checkpoint import rng_state
     from pretrain.optim import build_optimizer
 
     cfg = load_config(SMOKE, TINY + [f"model.arch={arch}", "model.fuse_views=false"])
-    model = engine.build_model(cfg, num_classes=None)
+    model = build_model(cfg, num_classes=None)
     optimizer = build_optimizer(model, "adamw", 0.05)
     return {"format": TRAIN_FORMAT, "arch": arch, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scaler": {}, "step": 0, "epoch": 0,
-            "rng": [engine._rng_state()], "sampler": {}, "config": cfg, "git_sha": "test"}
+            "rng": [rng_state()], "sampler": {}, "config": cfg, "git_sha": "test"}
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.config import load_config
-from pretrain.preflight import ConfigValueError, check_output_dir, check_pretrain_config
+from pretrain.config import ConfigValueError, check_pretrain_config, load_config
+from pretrain.preflight import check_output_dir
 from conftest import load_tool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +93,17 @@ def test_every_problem_is_listed_at_once():
     cfg = load_config(SMOKE, ["optim.batch_size=0", "loss.alpha=2.0"])
     with pytest.raises(ConfigValueError, match="2 bad value"):
         check_pretrain_config(cfg)
+
+
+def test_the_batch_must_split_over_the_processes():
+    cfg = load_config(SMOKE)  # batch 32
+    check_pretrain_config(cfg, world_size=4)
+    with pytest.raises(ConfigValueError, match="optim.batch_size = 32: expected a multiple of "
+                                               "the 3 processes"):
+        check_pretrain_config(cfg, world_size=3)
+    # a SLURM submission knows its processes: refused before anything is submitted
+    assert "optim.batch_size = 32: expected a multiple of the 3 processes" in pretrain_error(
+        "--slurm", "--nodes", "1", "--gpus-per-node", "3")
 
 
 def test_the_engine_checks_too(tmp_path):

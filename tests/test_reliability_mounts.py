@@ -83,7 +83,7 @@ def test_a_disk_too_small_for_the_checkpoints_is_refused_before_training(tmp_pat
                                         *TINY_RUN])
         message = str(info.value)
         assert f"run.output_dir {small}/run: " in message and "MiB free in" in message
-        assert "checkpoints need about" in message
+        assert "this run's checkpoint needs about" in message
         assert not (small / "run" / "checkpoint.pth").exists()
         assert not list((small / "run").glob("metrics.jsonl"))  # no step ran
 

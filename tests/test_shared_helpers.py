@@ -51,11 +51,21 @@ def test_atomic_writes_replace_the_file_and_leave_no_temporary(tmp_path):
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):
     path = files.write_text(tmp_path / "table.md", "old")
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(files.OutputWriteError) as info:
         with files.atomic_open(path, "w") as f:
             f.write("half of the new")
             raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value).startswith(f"[Errno 28] cannot write {path}: the disk is full (")
+    assert str(info.value).endswith("the previous table.md is unchanged and no temporary is left")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["table.md"]
+
+
+def test_a_writer_bug_is_not_reported_as_a_disk_problem(tmp_path):
+    with pytest.raises(ZeroDivisionError):
+        with files.atomic_open(tmp_path / "x.json", "w") as f:
+            f.write(str(1 / 0))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_temporaries_name_their_writer_so_a_dead_ones_are_removed(tmp_path):

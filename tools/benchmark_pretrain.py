@@ -7,10 +7,10 @@ images/s only mean something against a baseline rerun on the same card. One imag
 sample with all its views. Timings exclude warm-up steps and synchronise the device.
 
 Examples
-  # the three GPU settings (ResNet-50 2x224 b256, ResNet-50 2x224+6x96 b128,
+  # the three GPU settings (ResNet-50 2x224 b256, ResNet-50 2x224+6x96 b128,
   # ConvNeXt-S 2x224+6x96 b48; official heads, bf16 + channels_last) with the goals, plus
-  # the ablation rows (one optimisation off at a time); about 5 minutes on one H100
-  # (an estimate: not yet run on a GPU); tools/benchmark_gpu.sh wraps this:
+  # the ablation rows (one optimisation off at a time); estimated at about 5 minutes on one
+  # H100 (docs/performance.md); tools/benchmark_gpu.sh wraps this:
   python tools/benchmark_pretrain.py --matrix gpu --ablations --json gpu.json
   # small CPU analogues of the same settings (about 9 minutes on 2 shared cores):
   python tools/benchmark_pretrain.py --matrix cpu --ablations --json cpu.json
@@ -51,11 +51,12 @@ class Setting:
     batch: int  # per GPU
     overrides: list = field(default_factory=list)
     goal: float | None = None  # step / ceiling
-    official_peak_gib: float | None = None  # shared/reference/performance.md
+    official_peak_gib: float | None = None  # the official code's, on one H100
     official_step_img_s: float | None = None
 
 
-# The settings; the recipes already hold bf16, channels_last and the optimisations.
+# The GPU settings and their step/ceiling goals (docs/performance.md); the recipes already hold
+# bf16, channels_last and the optimisations.
 GPU_MATRIX = [
     Setting("resnet50 2x224", R50, 256, [], 0.85, 25.2, 688),
     Setting("resnet50 2x224+6x96", R50, 128, MULTICROP, 0.75, 24.0, 118),
@@ -113,7 +114,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--matrix", choices=("gpu", "cpu"),
-                   help="gpu: the issue's three settings at their batches (needs a GPU); "
+                   help="gpu: the three GPU settings at their batches (needs a GPU); "
                         "cpu: small analogues for a CPU; overrides apply to every setting")
     p.add_argument("--config", type=Path, help="one recipe (configs/pretrain/*.yaml) instead "
                    "of a matrix; use with --batch")

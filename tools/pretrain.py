@@ -22,9 +22,8 @@ import sys
 
 import _bootstrap  # noqa: F401
 
-from pretrain.config import load_config
+from pretrain.config import check_pretrain_config, load_config
 from pretrain.files import OutputWriteError
-from pretrain.preflight import check_pretrain_config
 from pretrain.slurm import Requeueable, add_slurm_args, submit
 
 
@@ -50,7 +49,8 @@ def main(argv=None):
         overrides.append(f"run.output_dir={args.output_dir}")
     try:  # unknown keys, wrong types and bad values stop here, before any work
         cfg = load_config(args.config, overrides)
-        check_pretrain_config(cfg)
+        # a SLURM job's processes are known now; under torchrun, train() checks its own count
+        check_pretrain_config(cfg, args.nodes * args.gpus_per_node if args.slurm else 1)
     except (KeyError, TypeError, ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from exc
     if args.print_config:
