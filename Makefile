@@ -18,8 +18,9 @@ env:
 demo:
 	@$(SETUP); "$$venv/bin/python" tools/demo.py $(ARGS)
 
+# -n auto: one pytest worker per core (pytest-xdist); worksteal evens out the long tests
 test:
-	@$(SETUP); "$$venv/bin/python" -m pytest -rs --durations=15 $(ARGS)
+	@$(SETUP); "$$venv/bin/python" -m pytest -n auto --dist worksteal -rs --durations=15 $(ARGS)
 
 test-fast:
-	@$(SETUP); "$$venv/bin/python" -m pytest -rs -m "not slow and not multiprocess" $(ARGS)
+	@$(SETUP); "$$venv/bin/python" -m pytest -n auto --dist worksteal -rs -m "not slow and not multiprocess" $(ARGS)

@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,14 @@ for path in (ROOT, ROOT / "tests"):
 
 
 import pytest  # noqa: E402
+
+# make test runs one pytest-xdist worker per core: each worker, and every tool its tests
+# start, gets an equal share of the cores as threads (more threads than cores spin at every
+# OpenMP barrier on a busy CPU). Set before torch is imported; an explicit value is kept.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, str(THREADS))
 
 
 def load_tool(name: str):

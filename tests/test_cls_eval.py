@@ -15,9 +15,10 @@ import torch
 from pretrain.synthetic import CLASS_NAMES, render_scene
 from transfer.evaluation import classification as cls
 from transfer.evaluation import linear_probe
+from conftest import THREADS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
+ENV = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
 TINY = ["--arch", "convnext_mini", "--backbone", "random:0", "--batch-size", "6",
         "--image-size", "32", "--resize", "32", "--workers", "0"]
 

@@ -14,8 +14,9 @@ from pretrain.sampler import ResumableDistributedSampler
 from pretrain.synthetic import CLASS_NAMES, NUM_CLASSES
 from pretrain.transforms import MultiCropAugmentation
 from transfer.synthetic.image_folder import write_image_folder
+from conftest import THREADS  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(THREADS)
 
 
 def small_augmentation() -> MultiCropAugmentation:

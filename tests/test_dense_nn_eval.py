@@ -12,11 +12,12 @@ import pytest
 pytest.importorskip("mmseg.models", reason="needs the MMSegmentation environment")
 
 from transfer.synthetic.segmentation import write_ade20k, write_voc12aug  # noqa: E402
+from conftest import THREADS  # noqa: E402
 
 pytestmark = [pytest.mark.mmseg, pytest.mark.multiprocess]
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
+ENV = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
 VOC = "configs/segmentation/linear_convnext_small_voc12aug_40k.py"
 ADE = "configs/segmentation/linear_convnext_small_ade20k_160k.py"
 TINY = ["--arch", "convnext_mini", "--backbone", "random:0", "--crop-size", "64",

@@ -15,8 +15,9 @@ from transfer.detectron2_side.conversion import (AUTHOR, DROPPED, convert_backbo
                                                  convert_convnext, convert_resnet,
                                                  format_key_map, read_pkl, write_pkl)
 from transfer.weights import BackboneWeights, read_backbone
+from conftest import THREADS  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(THREADS)
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -32,8 +32,9 @@ from transfer.detectron2_side.data import check_num_classes, register_datasets  
 from transfer.detectron2_side.solver import build_optimizer  # noqa: E402
 from transfer.synthetic.detection import write_coco, write_voc_detection  # noqa: E402
 from transfer.weights import read_backbone  # noqa: E402
+from conftest import THREADS  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(THREADS)
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "detection"
 FPN = CONFIGS / "mask_rcnn_resnet50_fpn_1x_coco.yaml"

@@ -26,6 +26,7 @@ from transfer.detectron2_side.conversion import convert_resnet, write_pkl  # noq
 from transfer.metrics import read_metrics  # noqa: E402
 from transfer.synthetic.detection import write_coco, write_voc_detection  # noqa: E402
 from transfer.weights import read_backbone  # noqa: E402
+from conftest import THREADS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "detection"
@@ -63,7 +64,7 @@ def workspace(tmp_path_factory):
 
 
 def det_train(*args, timeout=300):
-    env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
+    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
     run = subprocess.run([sys.executable, str(ROOT / "tools" / "det_train.py"), *map(str, args)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]

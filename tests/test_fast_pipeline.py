@@ -16,8 +16,9 @@ from pretrain.photometric import (BLUR_KERNEL, adjust_brightness, adjust_contras
 from pretrain.pipeline import FastCollate, build_pipeline, photometric_views
 from pretrain.transforms import MEAN, STD, MultiCropAugmentation
 from transfer.synthetic.image_folder import write_image_folder
+from conftest import THREADS  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(THREADS)
 AUG = dict(size_crops=(64, 32), num_crops=(2, 4), min_scale_crops=(0.3, 0.08),
            max_scale_crops=(1.0, 0.3), grid_sizes=(2, 1))
 

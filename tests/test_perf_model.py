@@ -10,8 +10,9 @@ from equivalence_inputs import make_inputs
 from pretrain.heads import mlp
 from pretrain.model import VICRegL
 from pretrain.perview import per_view_mlp
+from conftest import THREADS  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(THREADS)
 
 
 def test_per_view_mlp_equals_one_call_per_view():

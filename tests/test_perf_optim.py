@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from pretrain.optim import LARS, build_optimizer
+from conftest import THREADS  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(THREADS)
 
 
 def model_with_grads(seed: int = 0) -> nn.Module:

@@ -22,11 +22,12 @@ import transfer.mmseg_side.register  # noqa: E402,F401
 from pretrain.backbones import build_backbone  # noqa: E402
 from transfer.mmseg_side.checkpoint import verify_backbone, write_checkpoint  # noqa: E402
 from transfer.weights import read_backbone  # noqa: E402
+from conftest import THREADS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "segmentation"
 init_default_scope("mmseg")
-torch.set_num_threads(2)
+torch.set_num_threads(THREADS)
 
 
 def perturbed_state(arch: str, seed: int) -> dict[str, torch.Tensor]:

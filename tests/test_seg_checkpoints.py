@@ -18,10 +18,11 @@ from transfer.mmseg_side.checkpoint import (MMSEG_FORMAT, read_checkpoint,  # no
                                             verify_backbone, write_checkpoint)
 from transfer.mmseg_side.runner import RUN_MARKER, checkpoint_trust  # noqa: E402
 from transfer.weights import read_backbone  # noqa: E402
+from conftest import THREADS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 init_default_scope("mmseg")
-torch.set_num_threads(2)
+torch.set_num_threads(THREADS)
 
 
 def run_tool(*args, **kwargs):

@@ -18,12 +18,13 @@ from transfer.mmseg_side import overrides  # noqa: E402
 from pretrain.backbones import CONVNEXT_SPECS  # noqa: E402
 from transfer.datasets import SEGMENTATION  # noqa: E402
 from transfer.mmseg_side.checkpoint import arch_of_backbone_cfg  # noqa: E402
+from conftest import THREADS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted((ROOT / "configs" / "segmentation").glob("*.py"))
 NUM_CLASSES = {name: d.num_classes for name, d in SEGMENTATION.items()}
 init_default_scope("mmseg")
-torch.set_num_threads(2)
+torch.set_num_threads(THREADS)
 
 
 @functools.lru_cache(maxsize=None)

@@ -21,10 +21,10 @@ from transfer.metrics import read_metrics  # noqa: E402
 from transfer.mmseg_side.checkpoint import read_checkpoint  # noqa: E402
 from transfer.mmseg_side.runner import MMENGINE_CHECKPOINT_GLOBALS, run_dir_of  # noqa: E402
 from transfer.synthetic.segmentation import WRITERS  # noqa: E402
-from conftest import load_tool  # noqa: E402
+from conftest import THREADS, load_tool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
+ENV = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
 TINY = {"convnext_mini": ["model.backbone.arch=convnext_mini",
                           "model.decode_head.in_channels=[16,32,64,128]"],
         "resnet18": ["model.backbone.depth=18", "model.decode_head.in_channels=512"]}

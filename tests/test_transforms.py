@@ -7,8 +7,9 @@ from PIL import Image
 from pretrain.backbones import build_backbone
 from pretrain.transforms import (MEAN, STD, MultiCropAugmentation, grid_sizes_for,
                                  location_grid, random_resized_crop_params)
+from conftest import THREADS  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(THREADS)
 
 # Geometry only: no photometric change, so pixel values can be read back.
 NO_PHOTOMETRIC = dict(jitter_prob=0.0, grayscale_prob=0.0, even_crop_probs=(0.0, 0.0),

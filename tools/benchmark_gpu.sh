@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole pretraining benchmark on one lent GPU, in one go (about 4-5 minutes on one H100):
-# the issue's three settings (ResNet-50 2x224 b256, ResNet-50 2x224+6x96 b128, ConvNeXt-S
+# the three reference settings (ResNet-50 2x224 b256, ResNet-50 2x224+6x96 b128, ConvNeXt-S
 # 2x224+6x96 b48; official heads, the recipes' bf16 + channels_last and optimisations) with
 # the step/ceiling goals, peak memory against the official code's, the step's breakdown, the
 # PIL and fast input pipelines from JPEG files and end to end, plus one row per optimisation

@@ -29,7 +29,7 @@ import _bootstrap  # noqa: F401
 from pretrain.slurm import Requeueable, add_slurm_args, submit
 from transfer.datasets import IMAGEFOLDER_SUBDIR
 from transfer.evaluation.linear_probe import LinearRecipe
-from transfer.seed_runs import add_seed_args
+from transfer.seed_runs import add_seed_args, print_results
 
 DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
 
@@ -99,10 +99,8 @@ def main(argv=None) -> int:
         submit(Requeueable(run, args), args, args.work_dir, f"cls_{args.protocol}")
         return 0
     results = run(args)
-    for seed, metrics in (results or {}).items():  # None on the other ranks
-        where = f"{args.work_dir}/seed{seed}" if args.seeds else args.work_dir
-        print(f"{args.protocol} seed {seed}: top1 {metrics['top1']:.2f}, "
-              f"top5 {metrics['top5']:.2f} -> {where}/metrics.json")
+    print_results(args.protocol, results or {}, args.work_dir, args.seeds,  # None: not rank 0
+                  ("top1", "top5"))
     return 0
 
 

@@ -33,7 +33,7 @@ from mmengine.config import DictAction
 
 from transfer.evaluation.dense_retrieval import FEATURES, LABEL_POOLING
 from transfer.mmseg_side.dense_nn import DenseNNSettings
-from transfer.seed_runs import add_seed_args
+from transfer.seed_runs import add_seed_args, print_results
 
 DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
 
@@ -100,10 +100,7 @@ def main(argv=None) -> int:
                            crop_size=args.crop_size, cfg_options=args.cfg_options)
     except (FileNotFoundError, ValueError) as exc:  # layout, checkpoint, options
         raise SystemExit(f"dense_nn_eval: {exc}") from exc
-    for seed, result in results.items():
-        where = f"{args.work_dir}/seed{seed}" if args.seeds else args.work_dir
-        print(f"dense_nn seed {seed}: mIoU {result['mIoU']:.2f}, mAcc {result['mAcc']:.2f} "
-              f"-> {where}/metrics.json")
+    print_results("dense_nn", results, args.work_dir, args.seeds, ("mIoU", "mAcc"))
     return 0
 
 

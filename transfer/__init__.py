@@ -10,5 +10,6 @@
 
 Shared by all of them: ``datasets`` (the dataset names and folders under the one data root),
 ``metrics`` (metrics.json, the record every run writes), ``fingerprint`` (how a run deviates
-from its protocol) and ``extras`` (optional extras such as detectron2: available or hidden).
+from its protocol), ``seed_runs`` (several seeds of one evaluation in one process) and
+``extras`` (optional extras such as detectron2: available or hidden).
 """

@@ -51,3 +51,12 @@ def planned_runs(work_dir: str | Path, seed: int | None, seeds: list[int] | None
         if finished(folder / "metrics.json"):
             print(f"seed {s}: {folder / 'metrics.json'} is complete, skipped")
     return [(s, folder) for s, folder in runs if not finished(folder / "metrics.json")]
+
+
+def print_results(name: str, results: dict[int, dict], work_dir: str | Path,
+                  seeds: list[int] | None, keys: tuple[str, ...]) -> None:
+    """One line per seed run: ``name seed S: key value, ... -> its metrics.json``."""
+    for seed, metrics in results.items():
+        where = seed_dir(work_dir, seed) if seeds else Path(work_dir)
+        shown = ", ".join(f"{key} {metrics[key]:.2f}" for key in keys)
+        print(f"{name} seed {seed}: {shown} -> {where / 'metrics.json'}")

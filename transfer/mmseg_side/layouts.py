@@ -59,6 +59,15 @@ def _need_dir(problems: _Problems, path: Path, what: str) -> bool:
     return True
 
 
+def _check_sampled_labels(problems: _Problems, images: list[Path], labels: list[Path],
+                          modes: tuple[str, ...], valid: set[int]) -> None:
+    """``_check_label`` on the first SAMPLED_LABELS pairs whose files exist (opening every
+    map of a real dataset would take minutes; the evaluation checks every evaluated one)."""
+    for image, label in list(zip(images, labels))[:SAMPLED_LABELS]:
+        if image.is_file() and label.is_file():
+            _check_label(problems, label, image, modes, valid)
+
+
 def _check_label(problems: _Problems, label: Path, image: Path, modes: tuple[str, ...],
                  valid: set[int]) -> None:
     """Open one label map: readable, the right PNG mode, the image's size, known values."""
@@ -127,9 +136,7 @@ def check_voc12aug(voc: str | Path, full: bool = False) -> LayoutReport:
             problems.add(f"{ds.VOC_AUG_LABELS} is absent or empty: build it from SBD with "
                          "tools/prepare/voc_aug.py")
         valid = set(range(ds.VOC12AUG.num_classes)) | {ds.VOC_IGNORE}
-        for image, label in list(zip(images, labels))[:SAMPLED_LABELS]:
-            if image.is_file() and label.is_file():
-                _check_label(problems, label, image, ("P", "L"), valid)
+        _check_sampled_labels(problems, images, labels, ("P", "L"), valid)
     _check_counts(problems, ds.VOC12AUG.name, counts, full)
     problems.raise_if_any()
     return LayoutReport(ds.VOC12AUG.name, voc, counts)
@@ -157,9 +164,7 @@ def check_cityscapes(city_root: str | Path, full: bool = False) -> LayoutReport:
             problems.add(f"{gt_dir} has polygons but no labelTrainIds: run "
                          "tools/prepare/cityscapes.py to render them")
         valid = set(range(ds.CITYSCAPES.num_classes)) | {255}
-        for image, label in list(zip(images, labels))[:SAMPLED_LABELS]:
-            if label.is_file():
-                _check_label(problems, label, image, ("L",), valid)
+        _check_sampled_labels(problems, images, labels, ("L",), valid)
     if not problems.lines:
         _check_counts(problems, ds.CITYSCAPES.name, counts, full)
     problems.raise_if_any()
@@ -184,9 +189,7 @@ def check_ade20k(ade: str | Path, full: bool = False) -> LayoutReport:
         problems.missing(f"{split} annotation PNGs", [p for p in labels if not p.is_file()],
                          len(images))
         valid = set(range(ds.ADE20K.num_classes + 1))  # 0 = "other", ignored by mmseg
-        for image, label in list(zip(images, labels))[:SAMPLED_LABELS]:
-            if label.is_file():
-                _check_label(problems, label, image, ("L",), valid)
+        _check_sampled_labels(problems, images, labels, ("L",), valid)
     if not problems.lines:
         _check_counts(problems, ds.ADE20K.name, counts, full)
     problems.raise_if_any()
