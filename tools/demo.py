@@ -62,13 +62,14 @@ QUICK_ONLY = ["*/voc_linear/seed[01]", "*/voc_nn/seed0", "*/imagenet_knn/seed0",
 # and one detection row (no verdict). --full adds detection for every backbone.
 DEFAULT_ONLY = ["*/voc_linear", "*/cityscapes_linear", "*/ade20k_linear", "*/voc_nn",
                 "*/cityscapes_nn", "*/ade20k_nn", "*/imagenet_knn", "vicregl/coco_mask_rcnn*"]
-# Expected wall time per step kind (seconds, 2 shared cores) until steps of that kind have
-# finished and their measured times replace these (transfer/suite/demo_progress.py).
-PRIORS = {  # measured on the shared 2-core machine, 2 jobs (full: pretrain and detection guessed)
-    "full": {"pretrain": 300, "convert": 14, "segmentation": 56, "dense_retrieval": 23,
-             "classification": 17, "detection": 60},
-    "quick": {"pretrain": 17, "convert": 16, "segmentation": 33, "dense_retrieval": 22,
-              "classification": 13, "detection": 30},
+# Expected wall time per step kind (seconds; a grouped row's seeds share their process's time)
+# until steps of that kind have finished and their measured times replace these
+# (transfer/suite/demo_progress.py). Measured on the 2-core machine, 2 jobs.
+PRIORS = {
+    "full": {"pretrain": 170, "convert": 8, "segmentation": 20, "dense_retrieval": 4,
+             "classification": 3, "detection": 45},
+    "quick": {"pretrain": 17, "convert": 16, "segmentation": 12, "dense_retrieval": 8,
+              "classification": 6, "detection": 30},
 }
 ROLES = {"local": "vicregl", "global_": "vicreg", "floor": "random"}  # demo_cpu.yaml names
 PCA_IMAGES = 2
