@@ -72,9 +72,13 @@ def check_output(out: str, suite: Path) -> None:
     for stage in range(1, 6):
         assert f"[demo {stage}/5]" in out
     assert re.search(r"\[demo\] \d+/\d+ steps done.*ETA ~\d+m\d\ds", out)
-    for step in ("pretrain:vicregl", "convert:random", "vicregl/voc_linear/seed1",
-                 "random/voc_nn/seed0", "vicreg/imagenet_knn/seed0"):
+    for step in ("pretrain:vicregl", "convert:random", "random/voc_nn/seed0",
+                 "vicreg/imagenet_knn/seed0"):
         assert f"] {step} (" in out and f"finished {step} in " in out, step
+    # a row's seeds run in one process (--seeds), each seed still has its own result line
+    assert "] vicregl/voc_linear/seed{0,1} in one process (" in out
+    for seed in (0, 1):
+        assert f"finished vicregl/voc_linear/seed{seed} in " in out
     assert "missing_extra" in out and "detectron2" in out
     # the verdicts: the rule, each claimed pair against the spread, the summary
     assert "rule: a difference counts when it exceeds 2 x the larger seed std" in out
