@@ -346,17 +346,24 @@ def parse_override(text: str) -> dict:
     return tree
 
 
-def _read_recipe(path: Path) -> dict:
+def read_yaml_mapping(path: Path, what: str, folder: str, sections: str) -> dict:
+    """The YAML mapping in ``path`` (a recipe, a suite file); ``FileNotFoundError`` /
+    ``ValueError`` / ``TypeError`` name ``what``, the path and what was expected."""
     if not path.is_file():
-        raise FileNotFoundError(f"recipe {path} does not exist (see configs/pretrain/)")
+        raise FileNotFoundError(f"{what} {path} does not exist (see {folder})")
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"recipe {path} is not valid YAML: {exc}") from exc
+        raise ValueError(f"{what} {path} is not valid YAML: {exc}") from exc
     if not isinstance(loaded, dict):
-        raise TypeError(f"recipe {path}: expected a mapping of sections (model, loss, data, "
-                        f"optim, run), got a {type(loaded).__name__}")
+        raise TypeError(f"{what} {path}: expected a mapping of sections ({sections}), got a "
+                        f"{type(loaded).__name__}")
     return loaded
+
+
+def _read_recipe(path: Path) -> dict:
+    return read_yaml_mapping(path, "recipe", "configs/pretrain/",
+                             "model, loss, data, optim, run")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> dict:

@@ -42,7 +42,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from pretrain.config import read_yaml_mapping
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("segmentation", "detection", "classification", "dense_retrieval", "command")
@@ -178,12 +178,11 @@ def _load_experiment(path, name: str, entry) -> Experiment:
 def load_suite(path: str | Path, variables: dict[str, str] | None = None) -> Suite:
     """Read and check a suite file; ``variables`` (from ``--set``) override its defaults."""
     path = Path(path)
-    if not path.is_file():
-        raise SuiteError(f"suite file {path} does not exist (see configs/suites/)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SuiteError(f"{path}: not valid YAML ({exc})") from exc
+        raw = read_yaml_mapping(path, "suite file", "configs/suites/",
+                                "name, backbones, experiments, ...")
+    except (OSError, ValueError, TypeError) as exc:
+        raise SuiteError(str(exc)) from exc
     _check_keys(path, "the suite", raw, SUITE_KEYS)
     for key in ("backbones", "experiments"):
         if not raw.get(key):
