@@ -79,9 +79,12 @@ def wait_for(predicate, timeout: float = 120.0) -> None:
 def test_interrupted_suite_skips_finished_rows_and_completes_the_table(signum, tmp_path):
     suite, work = write_suite(tmp_path), tmp_path / "work"
     (tmp_path / "control" / "hold.exp_b").touch()
+    # started with SIGINT ignored, as a background job of a script is: the runner must still
+    # stop on it (it inherited SIG_IGN and ignored `kill -INT` before)
     runner = subprocess.Popen([sys.executable, str(ROOT / "tools/run_suite.py"), str(suite),
                                "--work-dir", str(work), "--no-tables"], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     wait_for(lambda: calls(tmp_path) == ROWS[:2])  # row 1 finished, row 2 holding
     runner.send_signal(signum)
     out = runner.communicate(timeout=60)[0]

@@ -224,7 +224,11 @@ def main(argv=None) -> int:
     if not detection:
         print("  detectron2 is not available: the detection rows are missing_extra "
               "(tools/install_detectron2.sh installs it)", flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the running steps like Ctrl-C
+    # `kill` stops the running steps like Ctrl-C; SIGINT explicitly too: a process started
+    # with SIGINT ignored (a background job of a script, a pytest-xdist worker's child)
+    # inherits that, and Python then installs no KeyboardInterrupt handler of its own
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         code = run_suite(plan, steps, args, variables, mode)
     except KeyboardInterrupt:

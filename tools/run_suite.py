@@ -202,8 +202,11 @@ def main(argv=None) -> int:
         retry_hint=retry_hint(argv), partition=args.partition, timeout_min=args.timeout_min,
         cpus_per_gpu=args.cpus_per_gpu, slurm_extra=json.loads(args.slurm_extra),
         slurm_cluster=args.slurm_cluster, wait=args.wait, group_seeds=args.group_seeds)
-    # SIGTERM (a scheduler, `kill`) stops the running step the same way Ctrl-C does
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM (a scheduler, `kill`) stops the running step the same way Ctrl-C does. SIGINT is
+    # set explicitly too: a runner started with SIGINT ignored (a background job of a script,
+    # a pytest-xdist worker's child) inherits that, and `kill -INT` then did nothing
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         code = SuiteRunner(plan, steps, options).run()
     except KeyboardInterrupt:
