@@ -145,8 +145,8 @@ def test_output_dir_under_a_regular_file(tmp_path):
     assert f"run.output_dir {blocker / 'run'}: {blocker} is a regular file" in str(info.value)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="tests run as root here: permission bits do not "
-                    "stop root, so a read-only folder cannot be made without a read-only mount")
+@pytest.mark.skipif(os.geteuid() == 0, reason="permission bits do not stop root: as root, the "
+                    "read-only tmpfs tests of tests/test_reliability_mounts.py cover this")
 def test_read_only_output_dir(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()

@@ -211,6 +211,23 @@ def test_stale_row_runs_again_when_the_backbone_file_changes(tmp_path):
     assert len(list((work / "runs" / "bb_file").glob("exp_a.stale-*"))) == 2
 
 
+def test_moving_a_row_aside_twice_within_one_second_keeps_both(tmp_path):
+    """The folder name has a one-second stamp: a second move used to fail onto the first
+    (`Directory not empty`), seen when a stale row was redone twice quickly."""
+    import types
+
+    from transfer.suite.runner import SuiteRunner
+
+    runner = SuiteRunner.__new__(SuiteRunner)  # _move_aside uses nothing of the runner
+    step = types.SimpleNamespace(folder=tmp_path / "exp_a")
+    for content in ("first", "second"):
+        step.folder.mkdir()
+        (step.folder / "metrics.json").write_text(content)
+        runner._move_aside(step, "stale")
+    moved = sorted(tmp_path.glob("exp_a.stale-*"))
+    assert [(m / "metrics.json").read_text() for m in moved] == ["first", "second"]
+
+
 @pytest.mark.slow
 def test_parallel_jobs_share_the_cores(tmp_path):
     suite, work = write_suite(tmp_path), tmp_path / "work"

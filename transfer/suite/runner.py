@@ -181,6 +181,10 @@ class SuiteRunner:
     def _move_aside(self, step: Step, why: str) -> None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         target = step.folder.with_name(f"{step.folder.name}.{why}-{stamp}")
+        extra = 1
+        while target.exists():  # moved aside twice within one second: never onto the first
+            target = step.folder.with_name(f"{step.folder.name}.{why}-{stamp}-{extra}")
+            extra += 1
         print(f"  moving {step.folder} aside to {target.name} ({why})", flush=True)
         step.folder.rename(target)
 
