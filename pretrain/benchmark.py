@@ -276,15 +276,20 @@ def loader_throughput(cfg: dict, root: Path, batch: int, workers: int, pipeline:
     backbone = build_backbone(cfg["model"]["arch"])  # only its grid sizes are needed
     loader, to_device = build_loader(cfg, root, batch, workers, pipeline, device,
                                      batches + warmup, backbone)
+    seconds = _timed_batches(loader, warmup, device, lambda i, sample: to_device(sample))
+    return {"img_s": batches * batch / seconds}
+
+
+def _timed_batches(loader, warmup: int, device: torch.device, work) -> float:
+    """Seconds that ``work(i, sample)`` takes over the batches after the first ``warmup``."""
     start = None
     for i, sample in enumerate(loader):
         if i == warmup:
             synchronize(device)
             start = time.perf_counter()
-        views, _, _ = to_device(sample)
+        work(i, sample)
     synchronize(device)
-    seconds = time.perf_counter() - start
-    return {"img_s": batches * batch / seconds}
+    return time.perf_counter() - start
 
 
 def end_to_end(cfg: dict, root: Path, batch: int, workers: int, pipeline: str,
@@ -296,17 +301,14 @@ def end_to_end(cfg: dict, root: Path, batch: int, workers: int, pipeline: str,
     guard = FiniteLossGuard(device)
     loader, to_device = build_loader(cfg, root, batch, workers, pipeline, device,
                                      batches + warmup, model.backbone)
-    start = None
-    for i, sample in enumerate(loader):
-        if i == warmup:
-            synchronize(device)
-            start = time.perf_counter()
+
+    def step(i: int, sample: dict) -> None:
         views, locations, labels = to_device(sample)
         labels = labels if bool((sample["labels"] >= 0).all()) else None
         train_step(train_model, optimizer, scaler, run["precision"], views, locations, labels,
                    guard, i)
-    synchronize(device)
-    seconds = time.perf_counter() - start
+
+    seconds = _timed_batches(loader, warmup, device, step)
     guard.check()
     return {"img_s": batches * batch / seconds}
 

@@ -382,6 +382,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> di
     return cfg
 
 
+DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
+
+
 def data_root(explicit: str | None = None) -> Path:
     """The data root: argument, else $VICREGL_DATA_ROOT, else ./data."""
-    return Path(explicit or os.environ.get("VICREGL_DATA_ROOT", "data"))
+    return Path(explicit or os.environ.get(DATA_ROOT_ENV, "data"))

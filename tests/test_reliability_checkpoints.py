@@ -16,6 +16,7 @@ from pretrain.checkpoint import atomic_save, export_backbone
 from pretrain.weight_files import TRAIN_FORMAT
 from pretrain.config import load_config
 from conftest import load_tool  # noqa: E402
+from transfer import extras  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs/pretrain/vicregl_convnext_mini_2x96+2x64_cpu_smoke.yaml"
@@ -174,7 +175,7 @@ def test_detectron2_weights_are_checked_before_loading(kind, good, tmp_path):
 
 @pytest.mark.detectron2
 def test_det_train_refuses_a_payload_pkl(tmp_path):
-    pytest.importorskip("detectron2", reason="detectron2 is an optional extra, not installed")
+    pytest.importorskip("detectron2", reason=extras.missing_reason("detectron2"))
     tool = load_tool("det_train")
     marker = tmp_path / "payload_ran"
     pkl = write_bad_pkl(tmp_path / "weights.pkl", marker)

@@ -15,6 +15,7 @@ from transfer.detectron2_side.annotations import check_coco_annotations
 from transfer.mmseg_side.layouts import DatasetLayoutError, check_dataset
 from transfer.synthetic.image_folder import write_image_folder
 from transfer.synthetic.segmentation import write_cityscapes, write_voc12aug
+from transfer import extras  # noqa: E402
 
 BAD_IMAGES = ("truncated_jpeg", "zero_bytes", "text_as_jpg")
 
@@ -207,7 +208,7 @@ def test_coco_annotation_file_that_does_not_parse(content, expected, tmp_path):
 
 @pytest.mark.detectron2
 def test_registration_parses_the_coco_file(tmp_path):
-    pytest.importorskip("detectron2", reason="detectron2 is an optional extra, not installed")
+    pytest.importorskip("detectron2", reason=extras.missing_reason("detectron2"))
     from transfer.detectron2_side.data import register_dataset
 
     (tmp_path / "coco" / "train2017").mkdir(parents=True)

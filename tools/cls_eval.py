@@ -21,18 +21,14 @@ Examples:
       --resize 32 --workers 0
 """
 import argparse
-import os
 import sys
 
 import _bootstrap  # noqa: F401
 
 from pretrain.slurm import Requeueable, add_slurm_args, submit
-from transfer.datasets import IMAGEFOLDER_SUBDIR
+from transfer.datasets import IMAGEFOLDER_SUBDIR, add_data_root_arg
 from transfer.evaluation.linear_probe import LinearRecipe
 from transfer.seed_runs import add_seed_args, print_results
-
-DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
-
 
 def parse_args(argv=None):
     ref = LinearRecipe()
@@ -42,9 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--backbone", required=True,
                    help="anything transfer/weights.py reads: backbone.pth, checkpoint.pth, an "
                         "official VICRegL file, a torchvision state dict, or random:SEED")
-    p.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV, "data"),
-                   help=f"holds <dataset>/train and <dataset>/val (default ${DATA_ROOT_ENV} "
-                        "or data)")
+    add_data_root_arg(p, "<dataset>/train and <dataset>/val")
     p.add_argument("--dataset", default=IMAGEFOLDER_SUBDIR, help="sub-folder of the data root")
     p.add_argument("--work-dir", required=True, help="metrics.json and the probe checkpoint")
     p.add_argument("--protocol", choices=("knn", "linear"), default="knn",

@@ -24,19 +24,16 @@ Examples:
       --crop-size 64 --workers 0
 """
 import argparse
-import os
 import sys
 
 import _bootstrap  # noqa: F401
 
 from mmengine.config import DictAction
 
+from transfer.datasets import add_data_root_arg
 from transfer.evaluation.dense_retrieval import FEATURES, LABEL_POOLING
 from transfer.mmseg_side.dense_nn import DenseNNSettings
 from transfer.seed_runs import add_seed_args, print_results
-
-DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
-
 
 def parse_args(argv=None):
     ref = DenseNNSettings()
@@ -47,9 +44,7 @@ def parse_args(argv=None):
     p.add_argument("--backbone", required=True,
                    help="anything transfer/weights.py reads (backbone.pth, checkpoint.pth, "
                         "official files, torchvision state dicts, random:SEED)")
-    p.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV, "data"),
-                   help=f"root holding VOCdevkit/VOC2012, cityscapes, ade/ADEChallengeData2016 "
-                        f"(default ${DATA_ROOT_ENV} or data)")
+    add_data_root_arg(p, "VOCdevkit/VOC2012, cityscapes, ade/ADEChallengeData2016")
     p.add_argument("--work-dir", required=True, help="where metrics.json goes")
     add_seed_args(p, "the memory subset and its augmentation")
     p.add_argument("--memory-fraction", type=float, default=ref.memory_fraction,

@@ -17,7 +17,6 @@ Examples:
 """
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,19 +26,16 @@ import _bootstrap  # noqa: F401
 from mmengine.config import Config, DictAction
 
 from pretrain.preflight import check_output_dir
+from transfer.datasets import add_data_root_arg
 from transfer.mmseg_side import overrides
 from transfer.mmseg_side.layouts import check_dataset
-
-DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="the experiment config the checkpoint was trained with")
     parser.add_argument("checkpoint", help="a checkpoint written by tools/seg_train.py")
-    parser.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV, "data"),
-                        help=f"root holding the datasets (default ${DATA_ROOT_ENV} or data)")
+    add_data_root_arg(parser, "the datasets")
     parser.add_argument("--work-dir", help="where logs and metrics.json go "
                                            "(default: <checkpoint dir>/test_<checkpoint name>)")
     parser.add_argument("--launcher", choices=("none", "pytorch", "slurm", "mpi"),

@@ -27,7 +27,6 @@ Examples:
       "model.decode_head.in_channels=[16,32,64,128]"
 """
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,13 +36,11 @@ import _bootstrap  # noqa: F401
 from mmengine.config import Config, DictAction
 
 from pretrain.preflight import check_output_dir
+from transfer.datasets import add_data_root_arg
 from transfer.mmseg_side import overrides
 from transfer.mmseg_side.checkpoint import arch_of_backbone_cfg, read_checkpoint
 from transfer.mmseg_side.layouts import check_dataset
 from transfer.seed_runs import add_seed_args, planned_runs
-
-DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
@@ -52,9 +49,7 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", required=True,
                         help="backbone checkpoint written by tools/convert.py --framework mmseg "
                              "(convert random:0 for the random-initialisation floor)")
-    parser.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV, "data"),
-                        help=f"root holding VOCdevkit/VOC2012, cityscapes, "
-                             f"ade/ADEChallengeData2016 (default ${DATA_ROOT_ENV} or data)")
+    add_data_root_arg(parser, "VOCdevkit/VOC2012, cityscapes, ade/ADEChallengeData2016")
     parser.add_argument("--work-dir", help="logs, checkpoints, metrics.json "
                                            "(default runs/segmentation/<config name>)")
     parser.add_argument("--launcher", choices=("none", "pytorch", "slurm", "mpi"),
