@@ -427,7 +427,9 @@ def test_grouped_seeds_run_in_one_process_of_the_real_tool(tmp_path):
                       --memory-fraction, "0.5", --k, "5"]
     '''))
     work = tmp_path / "work"
-    args = (suite, "--work-dir", work, "--data-root", tmp_path / "data", "--group-seeds")
+    # --jobs 2 as the demo: the loop must not meet the seeds it already gave to the group
+    args = (suite, "--work-dir", work, "--data-root", tmp_path / "data", "--group-seeds",
+            "--jobs", "2")
     out = run_suite(*args, check=0, timeout=300).stdout
     assert "rnd/knn/seed{0,1,2} in one process" in out
     statuses = [json.loads((work / f"runs/rnd/knn/seed{k}/suite_status.json").read_text())

@@ -213,6 +213,8 @@ class SuiteRunner:
                 for step in list(waiting):
                     if len(running) >= max(1, self.opt.jobs):
                         break
+                    if step not in waiting:  # started with an earlier seed of its row
+                        continue
                     decision = self._decide(step, running.values())
                     if decision == "wait":
                         continue
