@@ -44,11 +44,13 @@ def _write_failed(path: Path, exc: Exception) -> OutputWriteError | None:
     (a bug in the writer). torch's zip writer reports a full disk as a RuntimeError
     ('unexpected pos'), so a nearly full disk counts whatever the exception says."""
     free = free_mib(path.parent)
-    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free * 2**20 < FULL_DISK_BYTES
+    no_space = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+    full = no_space or free * 2**20 < FULL_DISK_BYTES
     if not full and not isinstance(exc, OSError):
         return None
     why = "the disk is full" if full else (exc.strerror or str(exc))
-    kept = f"the previous {path.name} is unchanged" if path.exists() else f"no {path.name} was written"
+    kept = (f"the previous {path.name} is unchanged" if path.exists()
+            else f"no {path.name} was written")
     return OutputWriteError(exc.errno if isinstance(exc, OSError) and exc.errno else errno.ENOSPC,
                             f"cannot write {path}: {why} ({free:.1f} MiB free in {path.parent}); "
                             f"{kept} and no temporary is left")

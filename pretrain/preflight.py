@@ -12,13 +12,18 @@ from pathlib import Path
 from pretrain.files import OutputWriteError
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (the root at worst)."""
+    return next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor))
+
+
 def check_output_dir(path: str | os.PathLike, what: str) -> Path:
     """Prove that the folder ``path`` can be created and written, creating nothing: its
     nearest existing ancestor must be a folder where a probe file can be written (and is
     removed again; permission bits do not stop root, a read-only mount does).
     Raises ``NotADirectoryError`` / ``PermissionError`` naming ``what`` and the path."""
     path = Path(path)
-    existing = next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor))
+    existing = nearest_existing(path)
     if not existing.is_dir():
         raise NotADirectoryError(f"{what} {path}: {existing} is a regular file, not a folder; "
                                  "expected a folder path that can be created")
@@ -49,7 +54,7 @@ def check_free_space(path: str | os.PathLike, need_bytes: int, what: str) -> Non
     a run that finds the disk full at its first checkpoint has lost that work. Raises
     ``OutputWriteError`` naming ``what``, the free and the needed space."""
     path = Path(path)
-    existing = next(p for p in [path, *path.parents] if p.exists() or p == Path(p.anchor))
+    existing = nearest_existing(path)
     free = shutil.disk_usage(existing).free
     if free < need_bytes:
         raise OutputWriteError(errno.ENOSPC, f"{what} {path}: {free / 2**20:.1f} MiB free in "

@@ -46,11 +46,14 @@ def planned_runs(work_dir: str | Path, seed: int | None, seeds: list[int] | None
         return [(seed or 0, Path(work_dir))]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {' '.join(map(str, seeds))}: each seed once")
-    runs = [(s, seed_dir(work_dir, s)) for s in seeds]
-    for s, folder in runs:
+    runs = []
+    for s in seeds:
+        folder = seed_dir(work_dir, s)
         if finished(folder / "metrics.json"):
             print(f"seed {s}: {folder / 'metrics.json'} is complete, skipped")
-    return [(s, folder) for s, folder in runs if not finished(folder / "metrics.json")]
+        else:
+            runs.append((s, folder))
+    return runs
 
 
 def print_results(name: str, results: dict[int, dict], work_dir: str | Path,
