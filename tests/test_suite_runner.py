@@ -166,8 +166,12 @@ def test_interrupted_suite_resumes_without_redoing_rows(tmp_path, how):
                                "--work-dir", str(work), "--no-tables"], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     status = work / "runs" / "bb_random" / "exp_b" / "suite_status.json"
-    _wait_for(lambda: len(calls(tmp_path)) == 2 and status.is_file())
+    # until the runner has recorded its step's pid (written just after the process starts;
+    # a kill before that leaves a step no second runner can tell from a dead one)
+    _wait_for(lambda: len(calls(tmp_path)) == 2 and status.is_file()
+              and json.loads(status.read_text()).get("pid") is not None)
     fake_pid = int((tmp_path / "control" / "calls.txt").read_text().split()[-1])
+    assert json.loads(status.read_text())["pid"] == fake_pid
     assert calls(tmp_path) == ["random:0.exp_a", "random:0.exp_b"]
     runner.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
     out = runner.communicate(timeout=60)[0]
