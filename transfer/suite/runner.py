@@ -189,7 +189,8 @@ class SuiteRunner:
         step.folder.rename(target)
 
     # ---- the loop ----------------------------------------------------------------------
-    def run(self) -> int:
+    def _set_aside_reruns_and_stale(self) -> None:
+        """Folders of finished steps asked for again (--rerun) and of stale steps move aside."""
         import fnmatch
 
         for step in self.steps:
@@ -201,6 +202,9 @@ class SuiteRunner:
                 print(f"  {step.id}: stale ({reason})", flush=True)
                 if step.kind != "convert":  # a converted file is simply rewritten
                     self._move_aside(step, "stale")
+
+    def run(self) -> int:
+        self._set_aside_reruns_and_stale()
         self.total = total = sum(1 for s in self.steps if step_state(s)[0] != "finished")
         print(f"suite {self.plan.suite.name}: {len(self.steps)} steps, {len(self.steps) - total} "
               f"already finished, work dir {self.plan.work_dir}", flush=True)
