@@ -29,7 +29,7 @@ from .provenance import git_sha
 from .run_logging import RunLogger, log, setup_console
 from .sampler import ResumableDistributedSampler
 from .step import FiniteLossGuard
-from .transforms import MultiCropAugmentation
+from .transforms import EVEN_CROP_PROBS, ODD_CROP_PROBS, MultiCropAugmentation
 
 CHECKPOINT_NAME = "checkpoint.pth"
 
@@ -48,10 +48,13 @@ def build_model(cfg: dict, num_classes: int | None) -> VICRegL:
 def build_augmentation(cfg: dict, backbone: nn.Module) -> MultiCropAugmentation:
     d = cfg["data"]
     grids = [backbone.feature_size(s) for s in d["size_crops"]]
+    even, odd = EVEN_CROP_PROBS, ODD_CROP_PROBS  # (blur, solarize) probabilities
     return MultiCropAugmentation(size_crops=d["size_crops"], num_crops=d["num_crops"],
                                  min_scale_crops=d["min_scale_crops"],
                                  max_scale_crops=d["max_scale_crops"], grid_sizes=grids,
-                                 flip_grid=d["flip_grid"])
+                                 flip_grid=d["flip_grid"],
+                                 even_crop_probs=(d["blur_probs"][0], even[1]),
+                                 odd_crop_probs=(d["blur_probs"][1], odd[1]))
 
 
 def build_base_dataset(cfg: dict, root_override: str | None = None):
@@ -59,7 +62,7 @@ def build_base_dataset(cfg: dict, root_override: str | None = None):
     root = None if d["root"] is None else data_root(root_override) / d["root"]
     list_file = None if d["list_file"] is None else data_root(root_override) / d["list_file"]
     return build_dataset(d["kind"], root=root, list_file=list_file, num_images=d["num_images"],
-                         size=d["image_size"], seed=cfg["run"]["seed"])
+                         size=d["image_size"], seed=cfg["run"]["seed"], world=d["world"])
 
 
 def select_device(choice: str, local_rank: int) -> torch.device:
@@ -212,14 +215,14 @@ def build_run(cfg: dict, data_root_override: str | None = None) -> Run:
     model = build_model(cfg, num_classes)
     dataset, collate, to_device = build_pipeline(
         cfg["data"]["pipeline"], base, build_augmentation(cfg, model.backbone), run["seed"],
-        device, run["channels_last"])
+        device, run["channels_last"], cfg["data"]["max_corrupt"])
     sampler = ResumableDistributedSampler(len(base), cfg["optim"]["batch_size"] // world, rank,
                                           world, run["seed"])
     parts = build_trainable(model, cfg, device, world)
     if rank == 0:  # a disk too small for the checkpoint would fail at the first save
         check_free_space(out, checkpoint_bytes(parts.model, cfg["optim"]["optimizer"]),
                          "run.output_dir")
-    step, corrupt = 0, []
+    step, corrupt = 0, list(getattr(dataset, "skipped", []))  # memory: left out at load
     if resume is not None:
         step, corrupt = restore_training_state(resume, ckpt_path, model=parts.model,
                                                optimizer=parts.optimizer, scaler=parts.scaler,

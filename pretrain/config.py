@@ -75,7 +75,8 @@ class Key:
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
-        # backbone by its official name: resnet18/34/50/101, convnext_mini/tiny/small/base/...
+        # backbone by its official name: resnet18/34/50/101, convnext_tiny/small/base/...; for
+        # CPU runs resnet_nano (output stride 8) and convnext_mini
         "arch": Key("resnet50", known_arch),
         # widths of the global expander's layers (official --mlp)
         "mlp": Key("8192-8192-8192", layer_widths),
@@ -118,6 +119,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "num_images": Key(1024),
         # kind synthetic: side of each scene in pixels (checked for that kind only)
         "image_size": Key(128),
+        # kind synthetic: mixed (several classes a scene; label = largest object's class) or
+        # dominant (all objects of the scene's class but one distractor); pretrain/synthetic.py
+        "world": Key("mixed", one_of("mixed", "dominant")),
         # side in pixels of each crop group's views, large crops first
         "size_crops": Key([224, 96]),
         # views per crop group; views 0 and 1 are the two large crops both criteria compare
@@ -128,6 +132,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_scale_crops": Key([1.0, 0.4]),
         # mirror the location grid of flipped crops (geometrically right); false: official
         "flip_grid": Key(False),
+        # Gaussian blur probability of the even- and odd-index crops of each size (official
+        # [1.0, 0.1]); [0, 0] for tiny crops, where a blur of sigma up to 2 erases textures
+        "blur_probs": Key([1.0, 0.1], lambda v: None if isinstance(v, list) and len(v) == 2
+                          and all(_is_number(p) and 0 <= p <= 1 for p in v)
+                          else "two probabilities in [0, 1], e.g. [1.0, 0.1]"),
         # DataLoader worker processes per training process
         "num_workers": Key(10, at_least(0)),
         # unreadable images skipped (and logged) before the run stops
@@ -135,7 +144,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # pil: the official per-image PIL augmentation in the workers. fast: decode once, crop
         # and flip on uint8 in the workers, photometric augmentation batched on the training
         # device (pretrain/fast_augment.py, pretrain/photometric.py; docs/performance.md).
-        "pipeline": Key("pil", one_of("pil", "fast")),
+        # memory: every image decoded once into one tensor on the training device, each
+        # step's crops cut for the whole batch at once (pretrain/memory_pipeline.py): for
+        # data sets that fit in memory (CPU demo, synthetic data)
+        "pipeline": Key("pil", one_of("pil", "fast", "memory")),
     },
     "optim": {
         # adamw (decay on weight matrices only) or lars (biases and norms excluded)
@@ -275,28 +287,28 @@ def _crop_lists(data: dict) -> list[str]:
 
 def _crop_grids(cfg: dict) -> list[str]:
     """Every crop size must give the backbone a local grid of at least 1 x 1."""
-    from .backbones import CONVNEXT_SPECS, RESNET_SPECS, ConvNeXt, ResNet
+    from .backbones import ARCHS, feature_size, output_stride
 
     arch, sizes = cfg["model"]["arch"], cfg["data"]["size_crops"]
-    backbone = ResNet if arch in RESNET_SPECS else ConvNeXt if arch in CONVNEXT_SPECS else None
-    if backbone is None or not isinstance(sizes, list):
+    if arch not in ARCHS or not isinstance(sizes, list):
         return []
-    return [f"data.size_crops[{i}] = {size}: {arch} (output stride 32) makes no local grid "
-            "from it; expected a crop of at least 32 pixels"
+    stride = output_stride(arch)
+    return [f"data.size_crops[{i}] = {size}: {arch} (output stride {stride}) makes no local "
+            f"grid from it; expected a crop of at least {stride} pixels"
             for i, size in enumerate(sizes)
-            if _is_int(size) and size >= 1 and backbone.feature_size(size) < 1]
+            if _is_int(size) and size >= 1 and feature_size(arch, size) < 1]
 
 
 def _across_keys(cfg: dict, world_size: int) -> list[str]:
     """The rules that tie keys together (and to the number of processes)."""
-    from .backbones import RESNET_SPECS
+    from .backbones import norm_kind
 
     model, data, optim = cfg["model"], cfg["data"], cfg["optim"]
     problems = _crop_lists(data) + _crop_grids(cfg)
     warmup, epochs = optim["warmup_epochs"], optim["epochs"]
     if _is_int(warmup) and _is_int(epochs) and warmup > epochs:
         problems.append(f"optim.warmup_epochs = {warmup}: expected <= optim.epochs ({epochs})")
-    if model["fuse_views"] and model["arch"] in RESNET_SPECS:
+    if model["fuse_views"] and norm_kind(model["arch"]) == "batch_norm":
         problems.append(f"model.fuse_views = true with model.arch={model['arch']}: expected "
                         "false (fusing views changes BatchNorm statistics; ConvNeXt only)")
     if data["kind"] == "synthetic":

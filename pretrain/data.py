@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from .synthetic import NUM_CLASSES, image_class, render_scene
+from .synthetic import NUM_CLASSES, render_world_scene
 
 logger = logging.getLogger(__name__)
 
@@ -149,17 +149,18 @@ class FileListDataset(Dataset):
 
 
 class SyntheticDataset(Dataset):
-    """``num_images`` synthetic scenes (``pretrain.synthetic``) of ``size`` x ``size`` pixels,
-    rendered on demand: image ``i`` depends only on (seed, i). Label = class of the largest
-    visible object (-1 if none survived occlusion, which needs very small images)."""
+    """``num_images`` synthetic scenes (``pretrain.synthetic``) of ``size`` x ``size`` pixels
+    in ``world`` (mixed or dominant), rendered on demand: image ``i`` depends only on
+    (seed, i). Label = the scene's class in its world (-1 if no object survived occlusion,
+    which needs very small images)."""
 
     def __init__(self, num_images: int, size: int = 96, seed: int = 0,
-                 num_classes: int = NUM_CLASSES):
+                 num_classes: int = NUM_CLASSES, world: str = "mixed"):
         if num_images < 1 or size < 8:
             raise ValueError(f"synthetic dataset needs num_images >= 1 and size >= 8, got "
                              f"{num_images} and {size}")
         self.num_images, self.size, self.seed = num_images, size, seed
-        self.num_classes = num_classes
+        self.num_classes, self.world = num_classes, world
 
     def __len__(self) -> int:
         return self.num_images
@@ -168,8 +169,7 @@ class SyntheticDataset(Dataset):
         if not 0 <= index < self.num_images:
             raise IndexError(f"synthetic image {index} out of range [0, {self.num_images})")
         rng = np.random.default_rng([self.seed, index])
-        image, objects = render_scene(rng, self.size, self.size, self.num_classes)
-        label = image_class(objects)
+        image, _, label = render_world_scene(rng, self.size, self.world, self.num_classes)
         return (Image.fromarray(image), -1 if label is None else label,
                 f"synthetic://seed{self.seed}/{index}")
 
@@ -245,7 +245,7 @@ def collate_multicrop(batch: Sequence[dict]) -> dict:
 
 def build_dataset(kind: str, root: str | os.PathLike | None = None,
                   list_file: str | os.PathLike | None = None, num_images: int = 1024,
-                  size: int = 96, seed: int = 0) -> Dataset:
+                  size: int = 96, seed: int = 0, world: str = "mixed") -> Dataset:
     """Base dataset by kind: ``imagefolder`` (needs root), ``filelist`` (needs list_file; root
     optional) or ``synthetic`` (num_images scenes of size px drawn from seed)."""
     if kind == "imagefolder":
@@ -257,5 +257,5 @@ def build_dataset(kind: str, root: str | os.PathLike | None = None,
             raise ValueError(f"dataset kind 'filelist' needs list_file: {FILELIST_LAYOUT}")
         return FileListDataset(list_file, root)
     if kind == "synthetic":
-        return SyntheticDataset(num_images, size, seed)
+        return SyntheticDataset(num_images, size, seed, world=world)
     raise ValueError(f"unknown dataset kind {kind!r}; expected imagefolder, filelist or synthetic")

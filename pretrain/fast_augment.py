@@ -119,20 +119,27 @@ class FastMultiCrop:
             row[SIGMA] = _uniform(*BLUR_SIGMA, g)
         row[SOLARIZE] = float(_bernoulli(crop["solarize_p"], g))
 
-    def view(self, image: torch.Tensor, crop: dict, g: torch.Generator
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        height, width = image.shape[-2:]
-        top, left, h, w = random_resized_crop_params(width, height, crop["scale"],
-                                                     self.spec.ratio, g)
-        out = F.resized_crop(image, top, left, h, w, [crop["size"], crop["size"]],
-                             interpolation=InterpolationMode.BICUBIC, antialias=True)
+    def draw(self, height: int, width: int, crop: dict, g: torch.Generator
+             ) -> tuple[tuple[int, int, int, int], torch.Tensor, torch.Tensor]:
+        """Every random draw of one view of a ``height`` x ``width`` image, in the PIL
+        pipeline's order: the crop box (top, left, h, w), its location grid and the parameter
+        table row (``FLIPPED`` set when flipped). ``pretrain.memory_pipeline`` crops from
+        these too."""
+        box = random_resized_crop_params(width, height, crop["scale"], self.spec.ratio, g)
         row = torch.tensor(IDENTITY, dtype=torch.float32)
         flipped = _bernoulli(self.spec.flip_prob, g)
-        if flipped:
-            out = out.flip(-1)
-            row[FLIPPED] = 1.0
+        row[FLIPPED] = float(flipped)
         self._draw_photometric(crop, g, row)
-        grid = location_grid(top, left, h, w, crop["grid"], flipped and self.spec.flip_grid)
+        grid = location_grid(*box, crop["grid"], flipped and self.spec.flip_grid)
+        return box, grid, row
+
+    def view(self, image: torch.Tensor, crop: dict, g: torch.Generator
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        (top, left, h, w), grid, row = self.draw(*image.shape[-2:], crop, g)
+        out = F.resized_crop(image, top, left, h, w, [crop["size"], crop["size"]],
+                             interpolation=InterpolationMode.BICUBIC, antialias=True)
+        if row[FLIPPED] > 0:
+            out = out.flip(-1)
         return out.contiguous(), grid, row
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None):

@@ -7,6 +7,10 @@
   (``pretrain.photometric``) on the training GPU, or, when training on the CPU, in the
   workers' collate function (so it still runs in parallel). Same crop boxes, flips and
   photometric parameters per (seed, epoch, image) as ``pil``.
+- ``memory``: ``pretrain.memory_pipeline``: every image decoded once into one uint8 tensor on
+  the training device; samples carry only their draws (the same as ``fast``'s), and each
+  step's views are cut for the whole batch at once (``roi_align``) and augmented batched.
+  For data sets that fit in memory (the CPU demo, synthetic scenes).
 
 ``build_pipeline`` returns ``(dataset, collate_fn, to_device)``; ``to_device(batch)`` gives
 ``(views, locations, labels)`` on the device, views normalised and in the training memory
@@ -19,11 +23,12 @@ from torch.utils.data import Dataset
 
 from .data import MultiCropDataset, collate_multicrop
 from .fast_augment import FastMultiCrop, FastMultiCropDataset, collate_fast
+from .memory_pipeline import build_views, collate_draws, memory_dataset
 from .grouping import same_shape
 from .photometric import apply_photometric
 from .transforms import MultiCropAugmentation
 
-PIPELINES = ("pil", "fast")
+PIPELINES = ("pil", "fast", "memory")
 
 
 def photometric_views(views: Sequence[torch.Tensor], params: Sequence[torch.Tensor],
@@ -54,19 +59,27 @@ class FastCollate:
 
 
 def build_pipeline(kind: str, base: Dataset, augmentation: MultiCropAugmentation, seed: int,
-                   device: torch.device, channels_last: bool):
+                   device: torch.device, channels_last: bool, max_corrupt: int = 100):
     """``(dataset, collate_fn, to_device)`` for ``kind`` in ``PIPELINES``."""
     if kind not in PIPELINES:
         raise ValueError(f"data.pipeline must be one of {PIPELINES}, got {kind!r}")
     memory = torch.channels_last if channels_last else torch.contiguous_format
-    if kind == "pil":
+    store, sizes = None, [crop["size"] for crop in augmentation.crops]
+    if kind == "memory":
+        dataset, store = memory_dataset(base, FastMultiCrop(augmentation), seed, max_corrupt,
+                                        device)
+        collate = collate_draws
+    elif kind == "pil":
         dataset, collate = MultiCropDataset(base, augmentation, seed=seed), collate_multicrop
     else:
         dataset = FastMultiCropDataset(base, FastMultiCrop(augmentation), seed=seed)
         collate = FastCollate(photometric=device.type == "cpu", channels_last=channels_last)
 
     def to_device(batch: dict):
-        views = [v.to(device, non_blocking=True) for v in batch["views"]]
+        if store is not None:
+            views = build_views(store, batch, sizes)
+        else:
+            views = [v.to(device, non_blocking=True) for v in batch["views"]]
         if "photometric" in batch:
             views = photometric_views(views, batch["photometric"], channels_last)
         views = [v.contiguous(memory_format=memory) for v in views]

@@ -9,8 +9,18 @@ pattern lies where, which is what a self-supervised criterion has to encode (wit
 colours, colour statistics are the easiest invariant and the features learnt first; see
 docs/suites.md, "The demo").
 
-The image-level class of a scene (its ImageFolder folder, the global task of the demo) is the
-class of its largest visible object. Needs only numpy.
+Two worlds (``WORLDS``):
+
+- ``mixed``: the objects carry distinct textures while classes last (a scene shows several
+  classes); the image-level class is that of its largest visible object. Dense labels here
+  are what pooled features cannot give.
+- ``dominant``: the scene has a class c and all its objects carry texture c except ONE
+  distractor of another class; the image-level class is c. Pooled features can answer it, so
+  the global task (k-NN on pooled features) separates learnt features from random ones; in
+  the mixed world every backbone, pretrained or not, stays near chance on it
+  (docs/suites.md, "The demo").
+
+Needs only numpy.
 
 The generator lives here, in pretrain/, because pretraining renders scenes in memory
 (``data.kind=synthetic``) and pretrain/ never imports transfer/; the writers that save scenes
@@ -29,6 +39,7 @@ MIN_OBJECTS, MAX_OBJECTS = 3, 5
 RADIUS = (0.15, 0.3)  # object radius, fraction of the image's short side
 PERIOD = (0.08, 0.14)  # texture period, fraction of the image's short side
 MIN_PIXELS = 16  # smaller visible objects are dropped (and not labelled)
+WORLDS = ("mixed", "dominant")
 
 
 @dataclass
@@ -104,10 +115,23 @@ def _classes(rng: np.random.Generator, count: int, num_classes: int) -> list[int
     return first + rng.integers(num_classes, size=count - len(first)).tolist()
 
 
+def _dominant_classes(rng: np.random.Generator, count: int, num_classes: int,
+                      scene_class: int) -> list[int]:
+    """``count`` objects of ``scene_class`` but one distractor of another class, placed at a
+    random depth (it may occlude or be occluded)."""
+    classes = [scene_class] * count
+    if num_classes > 1:
+        others = [c for c in range(num_classes) if c != scene_class]
+        classes[int(rng.integers(count))] = others[int(rng.integers(len(others)))]
+    return classes
+
+
 def render_scene(rng: np.random.Generator, height: int, width: int,
                  num_classes: int = NUM_CLASSES, min_objects: int = MIN_OBJECTS,
-                 max_objects: int = MAX_OBJECTS) -> tuple[np.ndarray, list[SceneObject]]:
-    """Draw one scene: (H, W, 3) uint8 grey image and its visible objects (class, mask)."""
+                 max_objects: int = MAX_OBJECTS, scene_class: int | None = None
+                 ) -> tuple[np.ndarray, list[SceneObject]]:
+    """Draw one scene: (H, W, 3) uint8 grey image and its visible objects (class, mask).
+    ``scene_class`` given: the ``dominant`` world (all objects of that class but one)."""
     if not 1 <= num_classes <= NUM_CLASSES:
         raise ValueError(f"num_classes must be in [1, {NUM_CLASSES}], got {num_classes}")
     if not 1 <= min_objects <= max_objects:
@@ -118,7 +142,9 @@ def render_scene(rng: np.random.Generator, height: int, width: int,
     side = min(height, width)
     count = int(rng.integers(min_objects, max_objects + 1))
     placed = []
-    for index, class_id in enumerate(_classes(rng, count, num_classes)):
+    classes = (_classes(rng, count, num_classes) if scene_class is None
+               else _dominant_classes(rng, count, num_classes, scene_class))
+    for index, class_id in enumerate(classes):
         r = rng.uniform(*RADIUS) * side
         cy, cx = rng.uniform(r * 0.6, height - r * 0.6), rng.uniform(r * 0.6, width - r * 0.6)
         shape = SHAPES[int(rng.integers(len(SHAPES)))]
@@ -148,3 +174,18 @@ def semantic_map(objects: list[SceneObject], height: int, width: int, background
 def image_class(objects: list[SceneObject]) -> int | None:
     """The scene's image-level class: that of its largest visible object (None if none)."""
     return max(objects, key=lambda o: o.mask.sum()).class_id if objects else None
+
+
+def render_world_scene(rng: np.random.Generator, size: int, world: str = "mixed",
+                       num_classes: int = NUM_CLASSES
+                       ) -> tuple[np.ndarray, list[SceneObject], int | None]:
+    """A ``size`` x ``size`` scene of ``world`` (``WORLDS``) and its image-level class (None
+    when no object survived, which needs tiny images)."""
+    if world == "mixed":
+        image, objects = render_scene(rng, size, size, num_classes)
+        return image, objects, image_class(objects)
+    if world == "dominant":
+        scene_class = int(rng.integers(num_classes))
+        image, objects = render_scene(rng, size, size, num_classes, scene_class=scene_class)
+        return image, objects, scene_class if objects else None
+    raise ValueError(f"unknown synthetic world {world!r}; expected one of {', '.join(WORLDS)}")

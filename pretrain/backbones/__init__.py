@@ -5,19 +5,20 @@ Every backbone is an ``nn.Module`` with
     and ``pooled`` (B, C) the global representation, exactly as the official code returns them;
   - ``forward_stages(x) -> list[Tensor]``: the four stage outputs (B, C_s, H_s, W_s), used by
     the transfer adapters;
-  - ``num_features`` (C), ``stage_channels`` and ``output_stride`` (32: the side of the local
-    grid is ``crop_size // output_stride``).
+  - ``num_features`` (C), ``stage_channels`` and ``output_stride`` (32, or 8 for
+    ``resnet_nano``: the side of the local grid is ``crop_size // output_stride``), and the
+    static ``feature_size(crop_size)``, that side exactly.
 """
 from .convnext import CONVNEXT_SPECS, ConvNeXt, convnext
-from .resnet import RESNET_SPECS, ResNet, resnet
+from .resnet import NANO_SPECS, RESNET_SPECS, ResNet, backbone_class, resnet
 
-ARCHS = tuple(RESNET_SPECS) + tuple(CONVNEXT_SPECS)
+ARCHS = tuple(RESNET_SPECS) + tuple(NANO_SPECS) + tuple(CONVNEXT_SPECS)
 
 
 def build_backbone(arch: str, drop_path_rate: float = 0.1, layer_scale_init_value: float = 0.0,
                    zero_init_residual: bool = True):
     """Build a backbone by its official name (``resnet50``, ``convnext_small``, ...)."""
-    if arch in RESNET_SPECS:
+    if arch in RESNET_SPECS or arch in NANO_SPECS:
         return resnet(arch, zero_init_residual=zero_init_residual)
     if arch in CONVNEXT_SPECS:
         return convnext(arch, drop_path_rate=drop_path_rate,
@@ -25,10 +26,23 @@ def build_backbone(arch: str, drop_path_rate: float = 0.1, layer_scale_init_valu
     raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}")
 
 
+def _class_of(arch: str) -> type:
+    return ConvNeXt if arch in CONVNEXT_SPECS else backbone_class(arch)
+
+
+def feature_size(arch: str, input_size: int) -> int:
+    """The local grid side of ``arch`` for a square ``input_size`` crop, without building it."""
+    return _class_of(arch).feature_size(input_size)
+
+
+def output_stride(arch: str) -> int:
+    return _class_of(arch).output_stride
+
+
 def norm_kind(arch: str) -> str:
     """The head normalisation the official code pairs with a backbone family."""
     return "layer_norm" if arch in CONVNEXT_SPECS else "batch_norm"
 
 
-__all__ = ["ARCHS", "build_backbone", "norm_kind", "ConvNeXt", "ResNet",
-           "CONVNEXT_SPECS", "RESNET_SPECS"]
+__all__ = ["ARCHS", "build_backbone", "feature_size", "norm_kind", "output_stride", "ConvNeXt", "ResNet",
+           "CONVNEXT_SPECS", "NANO_SPECS", "RESNET_SPECS"]

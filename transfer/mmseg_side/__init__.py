@@ -6,6 +6,7 @@ mmseg add-ons with ``custom_imports = dict(imports=['transfer.mmseg_side.registe
 registers, in mmseg's registries:
 
 - ``VICRegLConvNeXt`` (MODELS): the pretraining ConvNeXt itself, multi-stage, frozen or not;
+- ``VICRegLResNet`` (MODELS): the pretraining ``resnet_nano`` (CPU demo), likewise;
 - ``LinearProbeHead`` (MODELS): the VICRegL linear protocol head (BN, dropout, 1x1 conv);
 - ``PerClassIoUMetric`` (METRICS): mmseg's IoUMetric that keeps the per-class table;
 - ``VerifyPretrainedHook`` (HOOKS): fails the run unless the backbone holds exactly the

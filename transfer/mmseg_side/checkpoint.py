@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from pretrain.backbones import CONVNEXT_SPECS, RESNET_SPECS
+from pretrain.backbones import ARCHS, CONVNEXT_SPECS, NANO_SPECS, RESNET_SPECS
 from pretrain.checkpoint import atomic_save
 from pretrain.state_keys import describe_mismatch, load_strict, summarise_keys
 from pretrain.weight_files import MMSEG_FORMAT, PREFIX, file_kind, identify, load_state_file
@@ -31,9 +31,10 @@ def mmseg_backbone_cfg(arch: str, **overrides) -> dict:
         cfg = dict(type="ResNet", depth=int(arch.removeprefix("resnet")), style="pytorch")
     elif arch in CONVNEXT_SPECS:
         cfg = dict(type="VICRegLConvNeXt", arch=arch)
+    elif arch in NANO_SPECS:
+        cfg = dict(type="VICRegLResNet", arch=arch)
     else:
-        raise ValueError(f"no mmseg backbone for {arch!r}; expected one of "
-                         f"{', '.join(tuple(RESNET_SPECS) + tuple(CONVNEXT_SPECS))}")
+        raise ValueError(f"no mmseg backbone for {arch!r}; expected one of {', '.join(ARCHS)}")
     cfg.update(overrides)
     return cfg
 
@@ -45,9 +46,11 @@ def arch_of_backbone_cfg(cfg: dict) -> str:
         return f"resnet{cfg.get('depth')}"
     if kind == "VICRegLConvNeXt":
         return cfg.get("arch", "convnext_small")
+    if kind == "VICRegLResNet":
+        return cfg.get("arch", "resnet_nano")
     raise ValueError(f"backbone type {kind!r} takes no converted VICRegL checkpoint; use "
                      "type='ResNet' (not ResNetV1c: its deep stem does not fit torchvision "
-                     "weights) or type='VICRegLConvNeXt'")
+                     "weights), type='VICRegLConvNeXt' or type='VICRegLResNet' (resnet_nano)")
 
 
 def convert(weights) -> tuple[dict, dict[str, str]]:
@@ -67,7 +70,7 @@ def mmseg_model_keys(arch: str, state_dict: dict[str, torch.Tensor]) -> int:
     (its module only: ``register`` imports the hooks, which import this module)."""
     from mmseg.registry import MODELS
 
-    from . import convnext  # noqa: F401  (registers VICRegLConvNeXt)
+    from . import convnext, resnet_nano  # noqa: F401  (registers the suite's backbones)
 
     backbone = MODELS.build(mmseg_backbone_cfg(arch))
     load_strict(backbone, state_dict, f"the {arch} state dict (for mmseg)")

@@ -1,2 +1,2 @@
 """Import this (``custom_imports``) to register the suite's modules in mmseg's registries."""
-from . import convnext, hooks, linear_head, metric  # noqa: F401
+from . import convnext, hooks, linear_head, metric, resnet_nano  # noqa: F401
