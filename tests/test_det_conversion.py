@@ -12,7 +12,7 @@ import torchvision
 
 from pretrain.backbones import build_backbone
 from transfer.detectron2_side.conversion import (AUTHOR, DROPPED, convert_backbone,
-                                                 convert_convnext, convert_resnet,
+                                                 convert_convnext, convert_nano, convert_resnet,
                                                  format_key_map, read_pkl, write_pkl)
 from transfer.weights import BackboneWeights, read_backbone
 from conftest import THREADS  # noqa: E402
@@ -123,6 +123,27 @@ def test_convnext_keys_are_prefixed_and_the_final_norm_dropped():
     state = dict(weights.state_dict, **{"head.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match=r"bad\.pth.*head\.weight"):
         convert_backbone(BackboneWeights("convnext_mini", state, "bad.pth", "ours-export"))
+
+
+def test_resnet_nano_keys_are_prefixed_not_renamed():
+    """resnet_nano takes the ConvNeXt-like path (pretraining keys under a prefix), never the
+    detectron2-ResNet renaming: its layout (3x3 stem, stride 8) is not detectron2's ResNet."""
+    weights = read_backbone("random:3", "resnet_nano")
+    model_dict, key_map = convert_backbone(weights)
+    assert [src for src, _ in key_map] == list(weights.state_dict)
+    names = dict(key_map)
+    assert names["conv1.weight"] == "resnet_nano.conv1.weight"
+    assert names["layer3.0.downsample.1.running_var"] == \
+        "resnet_nano.layer3.0.downsample.1.running_var"
+    assert names["bn1.num_batches_tracked"] == DROPPED
+    assert sorted(model_dict) == sorted(f"resnet_nano.{k}" for k in weights.state_dict
+                                        if not k.endswith("num_batches_tracked"))
+    assert format_key_map(key_map).endswith(
+        "60 tensors converted, 12 counters dropped, 0 unmatched (of 72 keys)")
+    with pytest.raises(ValueError, match="convert_resnet needs a ResNet, got resnet_nano"):
+        convert_resnet(weights)
+    with pytest.raises(ValueError, match="convert_nano needs resnet_nano, got resnet18"):
+        convert_nano(read_backbone("random", "resnet18"))
 
 
 @pytest.mark.slow

@@ -19,12 +19,13 @@ from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.modeling.backbone.resnet import build_resnet_backbone  # noqa: E402
-from detectron2.layers import ShapeSpec  # noqa: E402
+from detectron2.layers import FrozenBatchNorm2d, ShapeSpec  # noqa: E402
 
 from pretrain.backbones import build_backbone  # noqa: E402
 from pretrain.checkpoint import export_backbone  # noqa: E402
 from pretrain.synthetic import CLASS_NAMES  # noqa: E402
-from transfer.detectron2_side import Detectron2ConvNeXt, add_vicregl_config  # noqa: E402
+from transfer.detectron2_side import (  # noqa: E402
+    Detectron2ConvNeXt, Detectron2ResNetNano, add_vicregl_config)
 from transfer.detectron2_side.checkpoint import check_backbone_loaded  # noqa: E402
 from transfer.detectron2_side.conversion import (  # noqa: E402
     DROPPED, convert_backbone, convert_resnet, write_pkl)
@@ -40,6 +41,7 @@ CONFIGS = ROOT / "configs" / "detection"
 FPN = CONFIGS / "mask_rcnn_resnet50_fpn_1x_coco.yaml"
 C4 = CONFIGS / "faster_rcnn_resnet50_c4_voc0712_24k.yaml"
 CONVNEXT = CONFIGS / "mask_rcnn_convnext_small_fpn_1x_coco.yaml"
+NANO = CONFIGS / "mask_rcnn_resnet_nano_sfp_1x_coco.yaml"
 
 
 def tiny_checkpoint(path: Path, arch: str, seed: int = 0) -> Path:
@@ -211,6 +213,61 @@ def test_convnext_load_check_catches_wrong_arch_and_missing_tensors(tmp_path):
         read_backbone(r18, "convnext_mini")
 
 
+@pytest.mark.parametrize("source", ["random:0", "export"])
+def test_resnet_nano_sfp_features_equal_ours(tmp_path, source):
+    """resnet_nano comes in as ConvNeXt does (.pkl, detectron2's checkpointer, the check); the
+    demo's random:0, and an export whose norms are far from their init."""
+    if source == "export":
+        weights, pkl = converted(tmp_path, "resnet_nano")
+    else:
+        weights = read_backbone(source, "resnet_nano")
+        pkl = write_pkl(tmp_path / "nano.pkl", convert_backbone(weights)[0], weights.info())
+    model = loaded_model(make_cfg(NANO, "MODEL.FPN.OUT_CHANNELS", 64), pkl)
+    assert "all 60 backbone tensors loaded" in check_backbone_loaded(model, pkl)  # 72 - counters
+    net = model.backbone.net
+    assert isinstance(net, Detectron2ResNetNano)
+    assert isinstance(net.trunk.bn1, torch.nn.SyncBatchNorm)  # MODEL.RESNETS.NORM
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        theirs = net(x)
+        pyramid = model.backbone(x)
+        mine = ours(weights).forward_stages(x)
+    assert list(theirs) == ["res5"]
+    torch.testing.assert_close(theirs["res5"], mine[-1], rtol=0, atol=0)
+    assert {k: (v.shape[1], v.shape[-1]) for k, v in pyramid.items()} == {
+        "p2": (64, 24), "p3": (64, 12), "p4": (64, 6), "p5": (64, 3), "p6": (64, 2)}
+    assert {k: s.stride for k, s in model.backbone.output_shape().items()} == {
+        "p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
+
+
+def test_resnet_nano_freezing_and_load_check(tmp_path):
+    weights, pkl = converted(tmp_path, "resnet_nano")
+    net = Detectron2ResNetNano(freeze_at=2).eval()  # stem and res2 (layer1)
+    assert {k: (s.channels, s.stride) for k, s in net.output_shape().items()} == {
+        "res2": (8, 2), "res3": (16, 4), "res4": (32, 8), "res5": (64, 8)}
+    DetectionCheckpointer(net).load(str(pkl))
+    check_backbone_loaded(net, pkl)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = net(x)
+        ref = ours(weights).forward_stages(x)
+    for name, expected in zip(("res2", "res3", "res4", "res5"), ref):
+        torch.testing.assert_close(out[name], expected)
+    frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+    assert frozen == {"resnet_nano.conv1.weight", "resnet_nano.layer1.0.conv1.weight",
+                      "resnet_nano.layer1.0.conv2.weight"}  # the norms became FrozenBN buffers
+    assert isinstance(net.trunk.layer1[0].bn2, FrozenBatchNorm2d)
+    assert type(net.trunk.layer2[0].bn1) is torch.nn.BatchNorm2d
+    model_dict, _ = convert_backbone(weights)
+    del model_dict["resnet_nano.layer3.0.downsample.1.running_var"]
+    partial = write_pkl(tmp_path / "partial.pkl", model_dict, weights.info())
+    net = Detectron2ResNetNano()
+    DetectionCheckpointer(net).load(str(partial))
+    with pytest.raises(RuntimeError, match=r"1 backbone tensors .* not in the file .*"
+                                           r"resnet_nano\.layer3\.0\.downsample\.1\.running_var"):
+        check_backbone_loaded(net, partial)
+
+
 def test_one_import_registers_everything_for_a_users_train_net():
     """As detectron2's projects: `import transfer.detectron2_side` alone, in a fresh process,
     registers the backbones and the RoI head that our configs name."""
@@ -219,7 +276,8 @@ def test_one_import_registers_everything_for_a_users_train_net():
         import transfer.detectron2_side as vicregl_d2
         from detectron2.config import get_cfg
         from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY, build_model
-        names = ("build_vicregl_convnext_backbone", "build_vicregl_convnext_fpn_backbone")
+        names = ("build_vicregl_convnext_backbone", "build_vicregl_convnext_fpn_backbone",
+                 "build_vicregl_resnet_nano_sfp_backbone")
         assert all(n in BACKBONE_REGISTRY for n in names), list(BACKBONE_REGISTRY)
         assert "Res5ROIHeadsExtraNorm" in ROI_HEADS_REGISTRY
         cfg = vicregl_d2.add_vicregl_config(get_cfg())
@@ -303,12 +361,16 @@ def test_configs_follow_the_protocol_and_build(config):
         assert cfg.MODEL.BACKBONE.NAME == "build_vicregl_convnext_fpn_backbone"
         assert cfg.MODEL.CONVNEXT.ARCH == "convnext_" + name.split("_")[3]
         assert cfg.SOLVER.OPTIMIZER == "ADAMW" and cfg.SOLVER.BASE_LR == 1e-4
+    elif "resnet_nano" in name:  # the CPU demo's: R50-FPN recipe, resnet_nano trunk under SFP
+        assert cfg.MODEL.BACKBONE.NAME == "build_vicregl_resnet_nano_sfp_backbone"
+        assert cfg.MODEL.RESNET_NANO.ARCH == "resnet_nano" and cfg.MODEL.RESNETS.NORM == "SyncBN"
+        assert cfg.SOLVER.OPTIMIZER == "SGD" and cfg.SOLVER.BASE_LR == 0.02
     else:
         assert cfg.MODEL.RESNETS.DEPTH == 50 and cfg.MODEL.RESNETS.NORM == "SyncBN"
         assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 is False and cfg.SOLVER.BASE_LR == 0.02
     if "_c4_" in name:
         assert cfg.MODEL.ROI_HEADS.NAME == "Res5ROIHeadsExtraNorm"
-    if "_fpn_" in name:
+    if "_fpn_" in name or "_sfp_" in name:
         assert cfg.MODEL.FPN.NORM == "SyncBN" and cfg.MODEL.ROI_BOX_HEAD.NORM == "SyncBN"
         assert (cfg.MODEL.ROI_BOX_HEAD.NUM_CONV, cfg.MODEL.ROI_BOX_HEAD.NUM_FC) == (4, 1)
     schedule = {"24k": (24000, (18000, 22000)), "1x": (90000, (60000, 80000)),

@@ -1,6 +1,7 @@
 """tools/det_train.py end to end on the CPU: tiny checkpoints converted on the fly, a few
-iterations of Mask R-CNN FPN (ResNet-18, ConvNeXt-mini) and Faster R-CNN C4 (ResNet-18) on the
-synthetic sets, real evaluation, metrics.json; then resume and eval-only."""
+iterations of Mask R-CNN FPN (ResNet-18, ConvNeXt-mini), Mask R-CNN SimpleFeaturePyramid
+(resnet_nano) and Faster R-CNN C4 (ResNet-18) on the synthetic sets, real evaluation,
+metrics.json; then resume and eval-only."""
 import json
 import os
 import subprocess
@@ -139,6 +140,25 @@ def test_mask_rcnn_fpn_convnext(workspace):
     record = check_metrics(out, "instance_segmentation", "convnext_mini",
                            ["bbox_AP", "bbox_AP50", "segm_AP"])
     assert record["protocol"] == "finetune_fpn_1x_adamw"
+
+
+@pytest.mark.slow
+def test_mask_rcnn_sfp_resnet_nano(workspace):
+    """The CPU demo's detection row: resnet_nano from random:0 under SimpleFeaturePyramid."""
+    out = workspace / "sfp_nano"
+    log = det_train("--config-file", CONFIGS / "mask_rcnn_resnet_nano_sfp_1x_coco.yaml",
+                    "--backbone", "random:0", "--data-root", workspace / "data",
+                    *TINY, *THIN_FPN, *SYN_COCO, "OUTPUT_DIR", out)
+    assert "60 tensors converted, 12 counters dropped, 0 unmatched" in log
+    assert "all 60 backbone tensors loaded and checked equal" in log
+    assert (out / "backbone_resnet_nano.pkl").is_file() and (out / "model_final.pth").is_file()
+    record = read_metrics(out / "metrics.json")
+    assert record["task"] == "instance_segmentation" and record["protocol"] == "cpu_demo_sfp_1x"
+    assert record["backbone"]["arch"] == "resnet_nano"
+    assert record["backbone"]["kind"] == "random" and record["max_iter"] == 3
+    assert record["settings"]["norm"] == "SyncBN"  # MODEL.RESNETS.NORM, the trunk's
+    for key in ("bbox_AP", "bbox_AP50", "segm_AP"):
+        assert 0.0 <= record["metrics"][key] <= 100.0, (key, record["metrics"])
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ strictly, then writes:
   --framework mmseg       a ``{"state_dict": {"backbone.*"}, "meta"}`` .pth for the backbone's
                           ``Pretrained`` init_cfg (tools/seg_train.py --checkpoint); the
                           weights are first loaded strictly into the mmseg backbone itself;
-  --framework detectron2  a detectron2 .pkl (ResNet or ConvNeXt) for MODEL.WEIGHTS, through
-                          transfer.detectron2_side.conversion.
+  --framework detectron2  a detectron2 .pkl (ResNet, ConvNeXt, resnet_nano) for
+                          MODEL.WEIGHTS, through transfer.detectron2_side.conversion.
 
 It prints the coverage and the key map (source key -> framework key).
 

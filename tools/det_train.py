@@ -13,9 +13,10 @@ options go last as ``KEY VALUE`` pairs. At the end, the main process writes
         OUTPUT_DIR work_dirs/det/voc_c4_vicregl_r50
 
 ``--backbone`` takes any source the strict reader reads (our export or training checkpoint,
-the official VICRegL files, a torchvision state dict, ``random:SEED``). ResNet and ConvNeXt
-alike, it is converted to ``OUTPUT_DIR/backbone_<arch>.pkl`` (key map in the log), loaded as
-``MODEL.WEIGHTS`` by detectron2's checkpointer, then checked to be fully in the model.
+the official VICRegL files, a torchvision state dict, ``random:SEED``). ResNet, ConvNeXt and
+``resnet_nano`` alike, it is converted to ``OUTPUT_DIR/backbone_<arch>.pkl`` (key map in the
+log), loaded as ``MODEL.WEIGHTS`` by detectron2's checkpointer, then checked to be fully in
+the model.
 Importing ``transfer.detectron2_side`` registers our backbones and RoI head, as a user's own
 train_net would. See docs/detection.md.
 """
@@ -69,9 +70,11 @@ class Trainer(DefaultTrainer):
 
 
 def backbone_arch(cfg) -> str:
-    """The official architecture name the config builds (ConvNeXt or ResNet)."""
+    """The official architecture name the config builds (ConvNeXt, resnet_nano or ResNet)."""
     if cfg.MODEL.BACKBONE.NAME.startswith("build_vicregl_convnext"):
         return cfg.MODEL.CONVNEXT.ARCH
+    if cfg.MODEL.BACKBONE.NAME.startswith("build_vicregl_resnet_nano"):
+        return cfg.MODEL.RESNET_NANO.ARCH
     return f"resnet{cfg.MODEL.RESNETS.DEPTH}"
 
 
@@ -199,8 +202,8 @@ def build_parser():
         help="backbone weights: our export / training checkpoint, an official VICRegL file, a "
              "torchvision ResNet state dict, or random:SEED (the random-init floor). It is "
              "converted to OUTPUT_DIR/backbone_<arch>.pkl; the architecture comes from the "
-             "config (RESNETS.DEPTH or CONVNEXT.ARCH). Omit it to use MODEL.WEIGHTS as given "
-             "(e.g. a .pkl from tools/convert.py) or when resuming")
+             "config (RESNETS.DEPTH, CONVNEXT.ARCH or RESNET_NANO.ARCH). Omit it to use "
+             "MODEL.WEIGHTS as given (e.g. a .pkl from tools/convert.py) or when resuming")
     parser.add_argument(
         "--data-root", default=os.environ.get("DETECTRON2_DATASETS", "data"),
         help="folder holding coco/, VOC2007/, VOC2012/ (detectron2's layout); default "

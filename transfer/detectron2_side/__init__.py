@@ -6,13 +6,15 @@ registries, so a user's own ``train_net.py`` needs one import and one config cal
     import transfer.detectron2_side as vicregl_d2  # registers the names below
     cfg = get_cfg(); vicregl_d2.add_vicregl_config(cfg); cfg.merge_from_file(...)
 
-Registered: ``build_vicregl_convnext_backbone`` and ``build_vicregl_convnext_fpn_backbone``
-(``MODEL.BACKBONE.NAME``), ``Res5ROIHeadsExtraNorm`` (``MODEL.ROI_HEADS.NAME``).
+Registered: ``build_vicregl_convnext_backbone``, ``build_vicregl_convnext_fpn_backbone`` and
+``build_vicregl_resnet_nano_sfp_backbone`` (``MODEL.BACKBONE.NAME``), ``Res5ROIHeadsExtraNorm``
+(``MODEL.ROI_HEADS.NAME``).
 
 - ``conversion``: backbone weights -> detectron2 ``.pkl`` (ResNet renamed, ConvNeXt prefixed),
   read back with an arrays-only unpickler; no detectron2 import, works without it;
 - ``config``: ``add_vicregl_config(cfg)``, the config keys our add-ons read;
-- ``backbone``: ``Detectron2ConvNeXt``, the pretraining ConvNeXt as a detectron2 backbone (+ FPN);
+- ``backbone``: ``Detectron2ConvNeXt``, the pretraining ConvNeXt as a detectron2 backbone (+ FPN),
+  and ``Detectron2ResNetNano``, the CPU demo's ``resnet_nano`` (+ SimpleFeaturePyramid);
 - ``roi_heads``: ``Res5ROIHeadsExtraNorm``, the C4 head of the self-supervised protocols;
 - ``checkpoint``: the check that a converted file really landed in the model;
 - ``data``: (re)registration of the COCO / VOC / synthetic datasets under one data root;
@@ -31,12 +33,14 @@ from transfer import extras
 DETECTRON2_COMMIT = "02b5c4e295e990042a714712c21dc79b731e8833"
 
 # The names that need detectron2: imported (and so registered) now when it is usable here.
-_REGISTERING = ("add_vicregl_config", "Detectron2ConvNeXt", "build_vicregl_convnext_backbone",
-                "build_vicregl_convnext_fpn_backbone", "Res5ROIHeadsExtraNorm")
+_REGISTERING = ("add_vicregl_config", "Detectron2ConvNeXt", "Detectron2ResNetNano",
+                "build_vicregl_convnext_backbone", "build_vicregl_convnext_fpn_backbone",
+                "build_vicregl_resnet_nano_sfp_backbone", "Res5ROIHeadsExtraNorm")
 
 if extras.available("detectron2"):
-    from .backbone import (Detectron2ConvNeXt, build_vicregl_convnext_backbone,
-                           build_vicregl_convnext_fpn_backbone)
+    from .backbone import (Detectron2ConvNeXt, Detectron2ResNetNano,
+                           build_vicregl_convnext_backbone, build_vicregl_convnext_fpn_backbone,
+                           build_vicregl_resnet_nano_sfp_backbone)
     from .config import add_vicregl_config
     from .roi_heads import Res5ROIHeadsExtraNorm
 else:

@@ -5,8 +5,9 @@ how a transfer run ends up fine-tuning a half-random backbone. ``check_backbone_
 after loading and raises unless (1) every tensor of the file matched a model key, (2) the model
 holds that tensor bit for bit, and (3) no trunk parameter of the model was left out of the
 file: ResNet ``stem.*`` and ``res{2..5}.{block}.*`` wherever they sit (FPN bottom-up, C4
-backbone, C4 res5 head), ConvNeXt ``convnext.{downsample_layers,stages}.*``. New layers (FPN,
-heads, the C4 extra norm, the ConvNeXt output norms) are expected to be missing.
+backbone, C4 res5 head), ConvNeXt ``convnext.{downsample_layers,stages}.*``, ``resnet_nano``
+``resnet_nano.{conv1,bn1,layer1..4}.*``. New layers (FPN or simple feature pyramid, heads, the
+C4 extra norm, the ConvNeXt output norms) are expected to be missing.
 """
 import logging
 import re
@@ -16,7 +17,8 @@ from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
 from .conversion import read_pkl
 
-_TRUNK = re.compile(r"(^|\.)(stem\.|res[2-5]\.\d+\.|convnext\.(downsample_layers|stages)\.)")
+_TRUNK = re.compile(r"(^|\.)(stem\.|res[2-5]\.\d+\.|convnext\.(downsample_layers|stages)\.|"
+                    r"resnet_nano\.(conv1|bn1|layer[1-4])\.)")
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

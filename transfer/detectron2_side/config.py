@@ -9,8 +9,9 @@ from detectron2.config import CfgNode as CN
 
 
 def add_vicregl_config(cfg: CN) -> CN:
-    """Add the ``MODEL.CONVNEXT``, ``SOLVER.OPTIMIZER`` / ``SOLVER.BETAS`` and ``VICREGL``
-    keys to a detectron2 config, in place, with their defaults; returns ``cfg``."""
+    """Add the ``MODEL.CONVNEXT``, ``MODEL.RESNET_NANO``, ``SOLVER.OPTIMIZER`` /
+    ``SOLVER.BETAS`` and ``VICREGL`` keys to a detectron2 config, in place, with their
+    defaults; returns ``cfg``."""
     cfg.MODEL.CONVNEXT = CN()
     # Official name of the architecture (pretrain.backbones): convnext_small, convnext_base, ...
     cfg.MODEL.CONVNEXT.ARCH = "convnext_small"
@@ -20,6 +21,11 @@ def add_vicregl_config(cfg: CN) -> CN:
     cfg.MODEL.CONVNEXT.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     # A fresh LayerNorm on each output, as ConvNeXt's own detection backbone has.
     cfg.MODEL.CONVNEXT.OUT_NORM = True
+
+    # build_vicregl_resnet_nano_sfp_backbone (the CPU demo): the architecture; its trunk norm
+    # is MODEL.RESNETS.NORM, its pyramid MODEL.FPN.OUT_CHANNELS / NORM, as for the ResNet FPN.
+    cfg.MODEL.RESNET_NANO = CN()
+    cfg.MODEL.RESNET_NANO.ARCH = "resnet_nano"
 
     # "SGD" (detectron2's default build) or "ADAMW" (ConvNeXt fine-tuning).
     cfg.SOLVER.OPTIMIZER = "SGD"

@@ -10,7 +10,10 @@ the converter by architecture. ResNet renaming, as MoCo / DenseCL / PixPro do:
     layer{i}.{b}.downsample.0 / .1   -> res{i+1}.{b}.shortcut / shortcut.norm
 
 ConvNeXt keys only gain the ``convnext.`` prefix of ``backbone.Detectron2ConvNeXt``
-(``stages.0.0.dwconv.weight`` -> ``convnext.stages.0.0.dwconv.weight``).
+(``stages.0.0.dwconv.weight`` -> ``convnext.stages.0.0.dwconv.weight``), and ``resnet_nano``
+keys (the CPU demo's ResNet: torchvision names, but not detectron2's ResNet) likewise the
+``resnet_nano.`` prefix of ``backbone.Detectron2ResNetNano`` (``layer1.0.conv1.weight`` ->
+``resnet_nano.layer1.0.conv1.weight``).
 
 Values are copied unchanged: the detectron2 model must then run with torchvision conventions
 (``INPUT.FORMAT RGB``, torchvision mean/std, ``RESNETS.STRIDE_IN_1X1 False``; the configs in
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pretrain.backbones.resnet import NANO_SPECS
 from pretrain.files import atomic_open
 
 AUTHOR = "vicregl-suite"  # the ``__author__`` of our files; detectron2 logs it when loading
@@ -45,6 +49,8 @@ _RULES = (
 )
 _CONVNEXT_TRUNK = re.compile(r"^(downsample_layers|stages)\.")
 _CONVNEXT_FINAL_NORM = re.compile(r"^norm\.(weight|bias)$")
+_NANO_TRUNK = re.compile(r"^(conv1|bn1|layer[1-4])\.")
+NANO_PREFIX = "resnet_nano."  # the attribute of backbone.Detectron2ResNetNano holding the trunk
 DROPPED = ""  # the target name, in the key map, of a key deliberately not converted
 # Why a key is dropped: (pattern, text on its key-map line, plural for the count line)
 _DROP_REASONS = ((_COUNTER, "BatchNorm step counter", "counters"),
@@ -88,9 +94,9 @@ def _convert(weights, rename, dropped) -> tuple[dict[str, np.ndarray], list[tupl
 
 def convert_resnet(weights) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
     """A ResNet ``BackboneWeights`` in detectron2's ResNet names; see ``convert_backbone``."""
-    if not weights.arch.startswith("resnet"):
+    if not weights.arch.startswith("resnet") or weights.arch in NANO_SPECS:
         raise ValueError(f"{weights.source}: convert_resnet needs a ResNet, got {weights.arch} "
-                         "(convert_backbone converts either)")
+                         "(convert_backbone converts every architecture)")
     return _convert(weights, detectron2_name, _COUNTER)
 
 
@@ -99,13 +105,23 @@ def convert_convnext(weights) -> tuple[dict[str, np.ndarray], list[tuple[str, st
     without the final norm; see ``convert_backbone``."""
     if not weights.arch.startswith("convnext"):
         raise ValueError(f"{weights.source}: convert_convnext needs a ConvNeXt, got "
-                         f"{weights.arch} (convert_backbone converts either)")
+                         f"{weights.arch} (convert_backbone converts every architecture)")
     return _convert(weights, lambda key: f"convnext.{key}" if _CONVNEXT_TRUNK.match(key)
                     else None, _CONVNEXT_FINAL_NORM)
 
 
+def convert_nano(weights) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+    """A ``resnet_nano`` ``BackboneWeights`` under ``Detectron2ResNetNano``'s ``resnet_nano.``
+    prefix (BatchNorm counters dropped); see ``convert_backbone``."""
+    if weights.arch not in NANO_SPECS:
+        raise ValueError(f"{weights.source}: convert_nano needs {', '.join(NANO_SPECS)}, got "
+                         f"{weights.arch} (convert_backbone converts every architecture)")
+    return _convert(weights, lambda key: NANO_PREFIX + key if _NANO_TRUNK.match(key) else None,
+                    _COUNTER)
+
+
 def convert_backbone(weights) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
-    """Convert a ``BackboneWeights`` (ResNet or ConvNeXt) to detectron2 names.
+    """Convert a ``BackboneWeights`` (ResNet, ``resnet_nano`` or ConvNeXt) to detectron2 names.
 
     Returns ``(model_dict, key_map)``: ``model_dict`` maps detectron2 names to float numpy
     arrays; ``key_map`` lists every source key with its target, in source order (target
@@ -114,6 +130,8 @@ def convert_backbone(weights) -> tuple[dict[str, np.ndarray], list[tuple[str, st
     """
     if weights.arch.startswith("convnext"):
         return convert_convnext(weights)
+    if weights.arch in NANO_SPECS:
+        return convert_nano(weights)
     return convert_resnet(weights)
 
 
