@@ -88,8 +88,14 @@ def test_verdicts_count_dense_orderings_and_the_global_claim():
     assert voc.reached and voc.dense and not ade.reached and ade.complete
     assert not city.complete and not city.reached
     assert cls.reached and not cls.dense
+    assert voc.learns and ade.learns and cls.learns and not city.learns
     assert math.isclose(voc.comparisons[0].diff, 4.5)
+    assert [(c.a, c.b) for c in voc.comparisons] == [("vicregl", "vicreg"), ("vicreg", "random"),
+                                                      ("vicregl", "random")]
+    assert [(c.a, c.b, c.strict) for c in cls.comparisons] == [
+        ("vicreg", "vicregl", False), ("vicreg", "random", True), ("vicregl", "random", True)]
     text = summary(result, LABELS)
+    assert text.startswith("VICReg and VICRegL > random on 3 of 3 task(s); ")
     assert ("VICRegL > VICReg > random reached on 1 of 2 dense task(s) (VOC); "
             "1 without results") in text
     assert "VICReg >= VICRegL reached on 1 of 1 global task(s) (IMAGENET)" in text
@@ -98,6 +104,8 @@ def test_verdicts_count_dense_orderings_and_the_global_claim():
     assert "VICRegL > VICReg: difference +0.00, within the spread 0.40 -> does not hold" in lines
     assert "no verdict: a backbone has no finished result" in lines
     assert "ordering REACHED" in lines and "ordering not reached" in lines
+    assert "VICRegL > random: difference +40.00" in lines
+    assert "pretrained > random init HOLDS; ordering REACHED" in lines
 
 
 def test_summary_without_results():

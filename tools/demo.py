@@ -62,7 +62,7 @@ QUICK_ONLY = ["*/voc_linear/seed[01]", "*/voc_nn/seed0", "*/imagenet_knn/seed0",
 # seeds in one process, so the ~10 s start-up of a tool is paid once per row, not per seed),
 # and one detection row (no verdict). --full adds detection for every backbone.
 DEFAULT_ONLY = ["*/voc_linear", "*/cityscapes_linear", "*/ade20k_linear", "*/voc_nn",
-                "*/cityscapes_nn", "*/ade20k_nn", "*/imagenet_knn"]
+                "*/cityscapes_nn", "*/ade20k_nn", "*/imagenet_knn", "vicregl/coco_mask_rcnn*"]
 # Expected wall time per step kind (seconds; a grouped row's seeds share their process's time)
 # until steps of that kind have finished and their measured times replace these
 # (transfer/suite/demo_progress.py). Measured on the 2-core machine, 2 jobs.
