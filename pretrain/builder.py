@@ -22,7 +22,7 @@ from .checkpoint import read_resume_checkpoint, restore_training_state
 from .config import check_pretrain_config, data_root
 from .data import build_dataset
 from .model import VICRegL
-from .optim import build_optimizer
+from .optim import Schedule, build_optimizer, run_schedule, weight_decay_for
 from .pipeline import build_pipeline
 from .preflight import check_free_space, check_output_dir
 from .provenance import git_sha
@@ -101,7 +101,7 @@ def build_trainable(model: VICRegL, cfg: dict, device: torch.device,
     """``model`` placed (``place``), with the recipe's optimiser and GradScaler (enabled for
     fp16 only); the learning rate is set per step by the engine."""
     model = place(model, cfg, device, world)
-    o = cfg["optim"]
+    o = cfg["optim"]  # weight_decay null: the optimiser's official value
     optimizer = build_optimizer(model, o["optimizer"], o["weight_decay"], fused=o["fused"])
     scaler = torch.amp.GradScaler(device.type, enabled=cfg["run"]["precision"] == "fp16")
     return Trainable(model, optimizer, scaler)
@@ -134,6 +134,7 @@ class Run:
     collate: Callable
     to_device: Callable  # batch -> (views, locations, labels) on the device
     sampler: ResumableDistributedSampler
+    schedule: Schedule  # steps per epoch, the schedule's length, the learning rate per step
     logger: RunLogger
     guard: FiniteLossGuard
     step: int = 0
@@ -148,20 +149,13 @@ class Run:
         return self.sampler.batch_size
 
     @property
-    def steps_per_epoch(self) -> int:
-        return self.sampler.batches_per_epoch
+    def steps_per_epoch(self) -> int:  # the last one partial unless data.drop_last
+        return self.schedule.steps_per_epoch
 
     @property
-    def total_steps(self) -> int:  # the schedule's length: all epochs
-        return self.cfg["optim"]["epochs"] * self.steps_per_epoch
-
-    @property
-    def warmup_steps(self) -> int:
-        return self.cfg["optim"]["warmup_epochs"] * self.steps_per_epoch
-
-    @property
-    def last_step(self) -> int:  # where this run stops (optim.max_steps)
-        return min(self.total_steps, self.cfg["optim"]["max_steps"] or self.total_steps)
+    def last_step(self) -> int:  # where this run stops: all epochs, or optim.max_steps
+        steps = self.schedule.run_steps
+        return min(steps, self.cfg["optim"]["max_steps"] or steps)
 
 
 def _open_output(cfg: dict, out: Path, sha: str, world: int, device: torch.device) -> None:
@@ -171,6 +165,15 @@ def _open_output(cfg: dict, out: Path, sha: str, world: int, device: torch.devic
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     log.info("git %s | recipe %s | %d process(es) on %s", sha, cfg["recipe"], world, device)
     log.info("config %s", json.dumps(cfg))
+
+
+def _log_plan(cfg: dict, sampler: ResumableDistributedSampler, schedule: Schedule) -> None:
+    o = cfg["optim"]
+    log.info("%d images: %d steps per epoch (last batch %d images per process), %d steps in "
+             "all; learning-rate schedule %d steps, %d of warm-up; %s, weight decay %g",
+             sampler.dataset_size, schedule.steps_per_epoch, sampler.last_batch_size,
+             schedule.run_steps, schedule.total_steps, schedule.warmup_steps, o["optimizer"],
+             weight_decay_for(o["optimizer"], o["weight_decay"]))
 
 
 def _seed(seed: int) -> None:
@@ -216,8 +219,13 @@ def build_run(cfg: dict, data_root_override: str | None = None) -> Run:
     dataset, collate, to_device = build_pipeline(
         cfg["data"]["pipeline"], base, build_augmentation(cfg, model.backbone), run["seed"],
         device, run["channels_last"], cfg["data"]["max_corrupt"])
-    sampler = ResumableDistributedSampler(len(base), cfg["optim"]["batch_size"] // world, rank,
-                                          world, run["seed"])
+    drop_last = cfg["data"]["drop_last"]
+    # len(dataset): the memory pipeline leaves unreadable images out at load time
+    sampler = ResumableDistributedSampler(len(dataset), cfg["optim"]["batch_size"] // world,
+                                          rank, world, run["seed"], drop_last=drop_last)
+    schedule = run_schedule(cfg["optim"], len(dataset), world, drop_last)
+    if rank == 0:
+        _log_plan(cfg, sampler, schedule)
     parts = build_trainable(model, cfg, device, world)
     if rank == 0:  # a disk too small for the checkpoint would fail at the first save
         check_free_space(out, checkpoint_bytes(parts.model, cfg["optim"]["optimizer"]),
@@ -232,5 +240,5 @@ def build_run(cfg: dict, data_root_override: str | None = None) -> Run:
     logger.truncate_after(step)
     return Run(cfg=cfg, rank=rank, world=world, device=device, out=out, sha=sha, parts=parts,
                train_model=train_model, num_classes=num_classes, dataset=dataset,
-               collate=collate, to_device=to_device, sampler=sampler, logger=logger,
-               guard=FiniteLossGuard(device), step=step, corrupt=corrupt)
+               collate=collate, to_device=to_device, sampler=sampler, schedule=schedule,
+               logger=logger, guard=FiniteLossGuard(device), step=step, corrupt=corrupt)

@@ -6,7 +6,9 @@ Formats (their names in ``pretrain.weight_files``), both loadable with ``weights
 - training checkpoint ``{"format": TRAIN_FORMAT, "arch", "model", "optimizer", "scaler",
   "step", "epoch", "rng", "sampler", "corrupt", "config", "git_sha"}``; ``model`` keys are
   ``backbone.*``, ``projector.*``, ``maps_projector.*``, ``classifier.*`` as the official model;
-  ``rng`` holds every process's RNG states, in rank order;
+  ``rng`` holds every process's RNG states, in rank order; ``sampler`` is ``{seed,
+  batch_size, world_size, drop_last}`` (``drop_last`` absent: written before it existed, when
+  every run dropped the partial batch);
 - backbone export ``{"format": BACKBONE_FORMAT, "arch", "state_dict", "provenance"}`` with the
   official backbone key names and ``provenance = {source, step, git_sha, sha256}``.
 """
@@ -132,7 +134,27 @@ def read_resume_checkpoint(path: Path, cfg: dict) -> dict:
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)} (a damaged training "
                          f"checkpoint){hint}")
+    _check_same_epochs(state, path, cfg["data"]["drop_last"])
     return state
+
+
+def _check_same_epochs(state: dict, path: Path, drop_last: bool) -> None:
+    """A resumed run must keep its epochs' steps: data.drop_last changes an epoch's length
+    and the schedule's, so the saved step would land elsewhere in both."""
+    recorded = (state.get("sampler") or {}).get("drop_last")
+    if recorded is None:  # written before data.drop_last existed: those runs dropped
+        if not drop_last:
+            raise ValueError(
+                f"{path} was written before data.drop_last existed: its run dropped each "
+                "epoch's partial last batch and scheduled the full ones only. Resume it with "
+                "data.drop_last=true (the same steps as before), or move it aside to train the "
+                "official steps from step 0; the run stops and changes nothing in its folder")
+    elif recorded != drop_last:
+        raise ValueError(
+            f"{path} was trained with data.drop_last={str(recorded).lower()} but the config "
+            f"says {str(drop_last).lower()}: the epochs' steps and the schedule would change "
+            f"mid-run. Resume with data.drop_last={str(recorded).lower()}; the run stops and "
+            "changes nothing in its folder")
 
 
 def restore_training_state(state: dict, path: Path, *, model: nn.Module,

@@ -39,7 +39,9 @@ def number_in(low: float, high: float | None = None, low_open: bool = False) -> 
         ok = _is_number(value) and (value > low if low_open else value >= low) and (
             high is None or value <= high)
         upper = f"{high}]" if high is not None else "inf)"
-        return None if ok else f"a number in {'(' if low_open else '['}{low}, {upper}"
+        # a key whose default is null has no type check while merging: say it here
+        hint = " (write 5.0e-4, not 5e-4, which YAML reads as a string)" * isinstance(value, str)
+        return None if ok else f"a number in {'(' if low_open else '['}{low}, {upper}{hint}"
     return rule
 
 
@@ -141,6 +143,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "num_workers": Key(10, at_least(0)),
         # unreadable images skipped (and logged) before the run stops
         "max_corrupt": Key(100, at_least(0)),
+        # false: each epoch ends with a partial batch, as the official loader. true (a
+        # deviation): full batches only, and the schedule spans those steps (pretrain/optim.py)
+        "drop_last": Key(False),
         # pil: the official per-image PIL augmentation in the workers. fast: decode once, crop
         # and flip on uint8 in the workers, photometric augmentation batched on the training
         # device (pretrain/fast_augment.py, pretrain/photometric.py; docs/performance.md).
@@ -154,16 +159,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "optimizer": Key("adamw", one_of("adamw", "lars")),
         # images per step, total over all processes
         "batch_size": Key(512, at_least(1)),
-        # length of the learning-rate schedule
+        # passes over the data; the learning-rate schedule spans epochs * images // batch_size
+        # steps (official; a bit less than the run with the partial batches: then held)
         "epochs": Key(100, at_least(1)),
-        # linear warm-up from 0 before the cosine decay
+        # linear warm-up from 0 (warmup_epochs * images // batch_size steps), then the cosine
         "warmup_epochs": Key(10, at_least(0)),
         # peak learning rate per 256 images: the peak is base_lr * batch_size / 256
         "base_lr": Key(0.0005, number_in(0.0, low_open=True)),
         # the cosine decay ends at peak * end_lr_ratio
         "end_lr_ratio": Key(0.001, number_in(0.0)),
-        # weight decay of the decayed parameters
-        "weight_decay": Key(0.05, number_in(0.0)),
+        # weight decay of the decayed parameters; null: the optimiser's official one
+        # (LARS 1e-6, which the official code hard-codes; AdamW 0.05)
+        "weight_decay": Key(None, optional(number_in(0.0))),
         # stop early (smoke runs); the schedule still spans all epochs
         "max_steps": Key(None, optional(at_least(1))),
         # AdamW's fused kernel / LARS's multi-tensor update (same updates, fewer kernels)
@@ -230,6 +237,14 @@ def check_type(name: str, default: Any, value: Any) -> None:
                         f"{expected}, like the default {default!r}")
 
 
+def _declared(name: str, current: Any) -> Any:
+    """The schema default of ``section.key`` (its type), else ``current``: a null-default key
+    a recipe set to a number may still be set back to null by an override."""
+    section, _, key = name.partition(".")
+    declared = SCHEMA.get(section, {}).get(key)
+    return current if declared is None else declared.default
+
+
 def _merge(base: dict, update: dict, where: str) -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
@@ -240,7 +255,7 @@ def _merge(base: dict, update: dict, where: str) -> dict:
                 raise TypeError(f"config key {where}{key} must be a mapping")
             out[key] = _merge(out[key], value, f"{where}{key}.")
         else:
-            check_type(f"{where}{key}", out[key], value)
+            check_type(f"{where}{key}", _declared(f"{where}{key}", out[key]), value)
             out[key] = value
     return out
 

@@ -16,7 +16,6 @@ from tqdm import tqdm
 from .builder import Run, build_run
 from .checkpoint import export_backbone, save_training_state
 from .weight_files import load_state_file
-from .optim import learning_rate
 from .run_logging import log, plot_losses
 from .sampler import epoch_seed
 from .step import FiniteLossGuard, NonFiniteLossError, train_step  # noqa: F401 (re-exported)
@@ -48,11 +47,12 @@ def _nan_hint(run: Run) -> str:
 
 
 def epoch_loader(run: Run, epoch: int) -> DataLoader:
-    """The batches of ``epoch`` this process has not trained yet (``run.step`` on)."""
+    """The batches of ``epoch`` this process has not trained yet (``run.step`` on); the last
+    one partial unless data.drop_last (the sampler then yields full batches only)."""
     run.sampler.set_epoch(epoch, run.step - epoch * run.steps_per_epoch)
     return DataLoader(run.dataset, batch_size=run.per_rank, sampler=run.sampler,
                       num_workers=run.cfg["data"]["num_workers"], collate_fn=run.collate,
-                      pin_memory=run.device.type == "cuda", drop_last=True,
+                      pin_memory=run.device.type == "cuda", drop_last=False,
                       # its own generator: creating the iterator would otherwise draw from
                       # the global RNG, and a resumed run creates it mid-epoch
                       generator=torch.Generator().manual_seed(epoch_seed(run.sampler.seed,
@@ -67,10 +67,7 @@ def _count_skipped(run: Run, skipped: list[str]) -> None:
 
 
 def _set_learning_rate(run: Run) -> float:
-    o = run.cfg["optim"]
-    lr = learning_rate(run.step, base_lr=o["base_lr"], batch_size=o["batch_size"],
-                       total_steps=run.total_steps, warmup_steps=run.warmup_steps,
-                       end_lr_ratio=o["end_lr_ratio"])
+    lr = run.schedule.learning_rate(run.step)
     for group in run.parts.optimizer.param_groups:
         group["lr"] = lr
     return lr
@@ -90,7 +87,7 @@ def save(run: Run) -> None:
     save_training_state(run.checkpoint, model=p.model, optimizer=p.optimizer, scaler=p.scaler,
                         step=run.step, epoch=run.step // run.steps_per_epoch,
                         sampler={"seed": run.sampler.seed, "batch_size": run.per_rank,
-                                 "world_size": run.world},
+                                 "world_size": run.world, "drop_last": run.sampler.drop_last},
                         corrupt=run.corrupt, cfg=run.cfg, sha=run.sha, rank=run.rank,
                         world=run.world)
 
@@ -115,7 +112,7 @@ def train_one_epoch(run: Run, epoch: int, progress: tqdm, speed: Throughput) -> 
                                                                  "checkpoint_every_steps"))
         if run.step % check_every == 0 or log_now or save_now:
             run.guard.check(_nan_hint(run))  # never log or save after a non-finite loss
-        speed.add(run.per_rank * run.world)
+        speed.add(len(sample["labels"]) * run.world)  # the epoch's last batch is partial
         progress.update(1)
         if log_now:
             _log(run, logs, lr, epoch, progress, speed)

@@ -60,6 +60,43 @@ def test_sigkill_and_resume_reaches_the_same_weights(tmp_path):
     assert steps == sorted(set(steps)), "resumed run must not duplicate log records"
 
 
+# 20 images, batch 8: epochs of 3 steps, the third of 4 images (the official loader's partial
+# batch); a schedule of 2 * 20 // 8 = 5 steps (2 of warm-up) in a run of 6 (steps 0 to 5)
+PARTIAL = ["data.num_images=20", "optim.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=1",
+           "model.mlp=64-64", "model.maps_mlp=32-32", "model.drop_path_rate=0.2",
+           "run.checkpoint_every_steps=1", "run.log_every_steps=1", "run.export_backbone=false"]
+
+
+@pytest.mark.slow
+def test_resume_around_the_partial_last_step_is_exact(tmp_path):
+    """A kill during the partial step leaves the checkpoint of step 2, a kill right after it
+    the checkpoint of step 3 (written every step here); stopping there (optim.max_steps) and
+    restarting is what the restart after such a kill does, deterministically."""
+    from pretrain.engine import train
+    from pretrain.run_logging import read_jsonl
+
+    def run(out: Path, *extra: str) -> dict:
+        train(load_config(SMOKE, PARTIAL + [f"run.output_dir={out}", *extra]))
+        return load_state_file(out / "checkpoint.pth")
+
+    straight = run(tmp_path / "straight")
+    assert straight["step"] == 6 and straight["sampler"]["drop_last"] is False
+    lrs = [r["lr"] for r in read_jsonl(tmp_path / "straight" / "metrics.jsonl")]
+    peak = 0.002 * 8 / 256
+    assert lrs[:3] == [0.0, peak / 2, peak]  # warm-up of 20 // 8 = 2 steps
+    assert lrs[-1] == pytest.approx(peak * 0.001)  # step 5: the schedule's end, in epoch 1
+    for stop in (2, 3):
+        out = tmp_path / f"stopped_at_{stop}"
+        assert run(out, f"optim.max_steps={stop}")["step"] == stop
+        resumed = run(out)
+        assert resumed["step"] == 6
+        for key, value in straight["model"].items():
+            assert torch.equal(value, resumed["model"][key]), f"{key} differs, stopped at {stop}"
+        for key in ("state", "param_groups"):
+            assert str(straight["optimizer"][key]) == str(resumed["optimizer"][key])
+        assert [r["lr"] for r in read_jsonl(out / "metrics.jsonl")] == lrs
+
+
 @pytest.mark.slow
 def test_outputs_of_a_run(tmp_path):
     out = tmp_path / "run"

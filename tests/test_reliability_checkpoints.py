@@ -36,7 +36,8 @@ def train_checkpoint(arch: str) -> dict:
     optimizer = build_optimizer(model, "adamw", 0.05)
     return {"format": TRAIN_FORMAT, "arch": arch, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scaler": {}, "step": 0, "epoch": 0,
-            "rng": [rng_state()], "sampler": {}, "config": cfg, "git_sha": "test"}
+            "rng": [rng_state()], "config": cfg, "git_sha": "test",
+            "sampler": {"seed": 0, "batch_size": 8, "world_size": 1, "drop_last": False}}
 
 
 @pytest.fixture(scope="module")
