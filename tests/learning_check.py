@@ -27,10 +27,7 @@ if str(ROOT) not in sys.path:
 from pretrain.backbones import build_backbone  # noqa: E402
 from pretrain.synthetic import NUM_CLASSES, render_world_scene, semantic_map  # noqa: E402
 from pretrain.transforms import MEAN, STD  # noqa: E402
-try:
-    from transfer.bn_recalibration import recalibrate_batchnorm  # noqa: E402
-except ImportError:  # TEMP until merged
-    sys.path.insert(0, "/tmp/lc"); from bn_tmp import recalibrate_batchnorm  # noqa
+from transfer.bn_recalibration import recalibrate_batchnorm  # noqa: E402
 from transfer.evaluation.classification import knn_classify, topk_correct  # noqa: E402
 from transfer.evaluation.dense_retrieval import (confusion, local_features,  # noqa: E402
                                                  memory_entries, predict)

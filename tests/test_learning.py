@@ -18,8 +18,8 @@ import torch
 from learning_check import make_world, pretrain, random_backbone, score
 
 # (steps, k-NN margin, dense-retrieval margin), percentage points; see the module docstring
-FAST = (60, 6.0, 4.0)
-FULL = (200, 10.0, 8.0)
+FAST = (100, 6.0, 4.5)
+FULL = (200, 9.0, 7.5)
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,25 @@
 """The paper's local-vs-global trade-off, in miniature, on the CPU: `make demo`.
 
 1. data: synthetic scenes in the real layouts under OUT/data (a pretraining ImageFolder with a
-   train and a val split, VOC aug, Cityscapes, ADE20k; COCO when detectron2 is installed);
-2. suite configs/suites/demo_cpu.yaml, run by the suite runner: a ConvNeXt-mini pretrained with
-   VICReg (alpha = 1) and with VICRegL (alpha = 0.75) beside random init, then, for each, 3 seeds
-   of: the frozen linear segmentation protocol and the training-free dense nearest-neighbour
-   retrieval on the three layouts (dense tasks), k-NN classification of the pretraining
-   images' classes (the global task); Mask R-CNN on the synthetic COCO (one seed, shown in the
-   table, no verdict). An overall progress line with an ETA is printed every --progress-every
-   seconds, beside the runner's per-step lines;
+   train and a val split, 64-pixel scenes of the `dominant` world; VOC aug, Cityscapes,
+   ADE20k of the `mixed` world; COCO when detectron2 is installed);
+2. suite configs/suites/demo_cpu.yaml, run by the suite runner: a resnet_nano (BatchNorm
+   ResNet, output stride 8) pretrained with VICReg (alpha = 1) and with VICRegL
+   (alpha = 0.75) beside random init, every backbone's BatchNorm statistics recomputed on the
+   same clean training scenes, then, for each, 3 seeds of: the frozen linear segmentation
+   protocol and the training-free dense nearest-neighbour retrieval on the three layouts
+   (dense tasks), k-NN classification of the pretraining images' classes (the global task);
+   Mask R-CNN on the synthetic COCO (one seed, shown in the table, no verdict). An overall
+   progress line with an ETA is printed every --progress-every seconds, beside the runner's
+   per-step lines;
 3. tables: OUT/suite/table/ (table.md/.csv/.tex, the table and trade-off pictures);
 4. pictures: OUT/suite/table/pca_maps.png, the PCA map of each backbone's local features
    beside the image and its ground truth;
-5. verdicts: for each dense task VICRegL > VICReg > random, for the global one VICReg >=
-   VICRegL, each difference judged against the MEASURED seed spread (a difference counts when
-   it exceeds 2 x the larger seed std of the two rows), and a summary of how many tasks reached
-   the ordering.
+5. verdicts: on every task VICReg > random and VICRegL > random (the pretraining learns);
+   for each dense task VICRegL > VICReg, for the global one VICReg >= VICRegL (the paper's
+   trade-off); each difference judged against the MEASURED seed spread (a difference counts
+   when it exceeds 2 x the larger seed std of the two rows), and a summary of how many tasks
+   reached each claim.
 
 Exit status 0 when every row finished or only lacks an optional extra (detectron2: status
 missing_extra). Running it again resumes (data and finished steps are kept); --fresh starts
