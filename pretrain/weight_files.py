@@ -18,7 +18,7 @@ detectron2 ``.pkl`` conversions are plain pickles, not torch files; they are rea
 only) by ``transfer.detectron2_side.conversion.read_pkl``.
 """
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,9 @@ class WeightsFile:
     kind: str
     state: dict[str, torch.Tensor]  # as the file keys them, wrappers and DDP's module. removed
     arch: str | None = None  # what our own formats say they hold; None for foreign files
+    # what our own formats record of the weights: an export's ``provenance``, a conversion's
+    # ``meta["backbone"]``; empty for the other kinds
+    provenance: dict = field(default_factory=dict)
 
     @property
     def whole_model(self) -> bool:
@@ -119,12 +122,15 @@ def identify(raw: Any, source: str | Path) -> WeightsFile:
     source, kind = str(source), file_kind(raw)
     if kind is None:
         raise ValueError(f"{source}: expected a state dict or checkpoint, got {type(raw).__name__}")
+    provenance = {}
     if kind == "ours-export":
         state, arch = raw.get("state_dict"), raw.get("arch")
+        provenance = raw.get("provenance")
     elif kind == "ours-train":
         state, arch = raw.get("model"), raw.get("arch")
     elif kind == "mmseg-conversion":
         state, arch = raw.get("state_dict"), raw["meta"].get("arch")
+        provenance = raw["meta"].get("backbone")
     else:
         state, arch = _foreign_state(raw), None
     if (not isinstance(state, Mapping) or not state
@@ -132,7 +138,8 @@ def identify(raw: Any, source: str | Path) -> WeightsFile:
         raise ValueError(f"{source}: no tensors found (read as {kind}); expected a state dict "
                          "of tensors, an official checkpoint with a 'model' entry or a file "
                          "written by this suite")
-    return WeightsFile(source, kind, dict(state), arch)
+    return WeightsFile(source, kind, dict(state), arch,
+                       dict(provenance) if isinstance(provenance, Mapping) else {})
 
 
 def read_weights_file(path: str | Path) -> WeightsFile:

@@ -71,10 +71,10 @@ DEFAULT_ONLY = ["*/voc_linear", "*/cityscapes_linear", "*/ade20k_linear", "*/voc
 # until steps of that kind have finished and their measured times replace these
 # (transfer/suite/demo_progress.py). Measured on the 2-core machine, 2 jobs.
 PRIORS = {
-    "full": {"pretrain": 170, "convert": 8, "segmentation": 20, "dense_retrieval": 4,
-             "classification": 3, "detection": 45},
-    "quick": {"pretrain": 17, "convert": 16, "segmentation": 12, "dense_retrieval": 8,
-              "classification": 6, "detection": 30},
+    "full": {"pretrain": 170, "recalibrate": 10, "convert": 8, "segmentation": 20,
+             "dense_retrieval": 4, "classification": 3, "detection": 45},
+    "quick": {"pretrain": 17, "recalibrate": 8, "convert": 16, "segmentation": 12,
+              "dense_retrieval": 8, "classification": 6, "detection": 30},
 }
 ROLES = {"local": "vicregl", "global_": "vicreg", "floor": "random"}  # demo_cpu.yaml names
 PCA_IMAGES = 2
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     from transfer.suite.plan import make_plan, select
     from transfer.suite.spec import load_suite
     from transfer.suite.tables import (build_rows, load_paper, make_tables, read_results,
-                                       summary_markdown)
+                                       recalibration_note, summary_markdown)
     from transfer.suite.verdicts import not_finished
 
     if args.fresh and args.out.exists():
@@ -247,6 +247,9 @@ def main(argv=None) -> int:
     written = make_tables([plan.work_dir / "results.json"], plan.work_dir / "table")
     results = read_results(plan.work_dir / "results.json")
     print(summary_markdown(build_rows([results], load_paper(suite.paper_results))))
+    note = recalibration_note([results])  # BN statistics recomputed (recalibrate_bn)
+    if note:
+        print(note)
     print("[demo 4/5] PCA maps of the local features", flush=True)
     pca = make_pictures(plan, plan.work_dir / "table")
     print(f"  {pca}" if pca else "  no backbone's weights exist yet: no PCA maps")

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Run a suite: pretraining (when asked), conversion, every transfer experiment, the tables.
+"""Run a suite: pretraining (when asked), BatchNorm recalibration (recalibrate_bn), conversion,
+every transfer experiment, the tables.
 
 A suite (configs/suites/*.yaml) names backbones and experiments; every backbone x experiment is
 a row. Each step runs in its own folder under the work dir, writes its log there, and is

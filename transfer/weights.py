@@ -30,10 +30,16 @@ class BackboneWeights:
     kind: str  # a pretrain.weight_files kind, or "random"
     dropped: list[str] = field(default_factory=list)  # keys present in the file but not backbone
     sha256: str = ""
+    recorded: dict = field(default_factory=dict)  # what our file says of itself (provenance)
 
     def info(self) -> dict:
-        """The ``backbone`` entry of metrics.json."""
-        return {"arch": self.arch, "source": self.source, "kind": self.kind, "sha256": self.sha256}
+        """The ``backbone`` entry of metrics.json; with ``bn_recalibration`` when the file's
+        BatchNorm statistics were recomputed (tools/recalibrate_bn.py)."""
+        info = {"arch": self.arch, "source": self.source, "kind": self.kind,
+                "sha256": self.sha256}
+        if self.recorded.get("bn_recalibration"):
+            info["bn_recalibration"] = dict(self.recorded["bn_recalibration"])
+        return info
 
     def provenance(self) -> dict:
         """What a converted file records of its weights (the ``meta`` of mmseg's): ``info``,
@@ -72,4 +78,5 @@ def read_backbone(source: str | Path, arch: str, seed: int = 0) -> BackboneWeigh
     state, dropped = found.backbone()
     load_strict(reference, state, f"{source} (read as {found.kind})")
     state = {k: v.detach().clone() for k, v in state.items()}
-    return BackboneWeights(arch, state, source, found.kind, dropped, state_dict_sha256(state))
+    return BackboneWeights(arch, state, source, found.kind, dropped, state_dict_sha256(state),
+                           found.provenance)

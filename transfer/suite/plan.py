@@ -1,5 +1,6 @@
-"""A suite expanded into a plan: the steps to run (pretraining, conversion, experiments), each
-with its folder, the tool's command line, its output and what it needs.
+"""A suite expanded into a plan: the steps to run (pretraining, BatchNorm recalibration,
+conversion, experiments), each with its folder, the tool's command line, its output and what
+it needs.
 
 ``make_plan`` fills the suite's placeholders (listed in ``spec.py``) for every backbone x
 experiment row; ``select`` keeps the steps that ``--only`` names and what they need. How a
@@ -17,6 +18,12 @@ from transfer.suite.spec import ROOT, Backbone, Experiment, Suite, SuiteError
 SPAWN = {"segmentation": "torchrun", "detection": "self", "classification": "torchrun"}
 # Tasks whose tool runs several seeds in one process (--seeds, transfer/seed_runs.py)
 SEEDS_IN_ONE_PROCESS = {"segmentation", "classification", "dense_retrieval"}
+# Steps that derive a file from their backbone's: when stale, the file is simply rewritten
+# (their folder is not moved aside)
+REWRITTEN_KINDS = ("convert", "recalibrate")
+# recalibrate_bn keys -> tools/recalibrate_bn.py options
+RECALIBRATE_OPTIONS = {"images": "--images", "image_size": "--image-size", "resize": "--resize",
+                       "dataset": "--dataset", "batch_size": "--batch-size", "seed": "--seed"}
 
 
 def fill(text: str, values: dict[str, str], where: str) -> str:
@@ -34,7 +41,7 @@ class Step:
     """One thing to run. ``argv`` is the tool's own command line; how it is launched (one
     process, torchrun, SLURM) is the runner's business, told by ``spawn`` and ``gpus``."""
     id: str
-    kind: str  # pretrain | convert | experiment
+    kind: str  # pretrain | recalibrate | convert | experiment
     backbone: Backbone
     folder: Path
     argv: list[str]
@@ -166,6 +173,25 @@ def _pretrain_step(bb: Backbone, values: dict[str, str], work_dir: Path, data_ro
                 gpus=n, nodes=bb.pretrain["nodes"], spawn="torchrun")
 
 
+def _recalibrate_step(bb: Backbone, values: dict[str, str], work_dir: Path, data_root: Path,
+                      gpus: int | None, needs: list[str], where: str) -> Step:
+    """tools/recalibrate_bn.py on the backbone's source, into WORK/backbones/<name>/: the
+    file every evaluation of the backbone then reads."""
+    folder = work_dir / "backbones" / bb.name
+    options = bb.recalibrate_bn
+    n = options["gpus"] if gpus is None else gpus
+    argv = [values["python"], "tools/recalibrate_bn.py", "--arch", bb.arch, "--backbone",
+            values["source"], "--data-root", str(data_root), "--out",
+            str(folder / "backbone.pth")]
+    for key, flag in RECALIBRATE_OPTIONS.items():
+        if key in options:
+            argv += [flag, fill(options[key], values, f"{where}.recalibrate_bn.{key}")]
+    if n == 0:
+        argv += ["--device", "cpu"]
+    return Step(f"recalibrate:{bb.name}", "recalibrate", bb, folder, argv,
+                folder / "backbone.pth", gpus=n, needs=list(needs), source=values["source"])
+
+
 def _experiment_steps(suite: Suite, bb: Backbone, exp: Experiment, values: dict[str, str],
                       work_dir: Path, gpus: int | None, needs: list[str]) -> list[Step]:
     """The row's steps: one, or one per seed (``seeds: N``) in ``<row>/seed<k>``."""
@@ -212,6 +238,10 @@ def make_plan(suite: Suite, work_dir: str | Path, data_root: str | Path,
         if bb.pretrain is not None:
             steps.append(_pretrain_step(bb, values, work_dir, data_root, pretrain_gpus, where))
             needs.append(f"pretrain:{bb.name}")
+        if bb.recalibrate_bn is not None:  # every evaluation reads the recalibrated file
+            steps.append(_recalibrate_step(bb, values, work_dir, data_root, gpus, needs, where))
+            needs.append(steps[-1].id)
+            values["source"] = source = str(steps[-1].output)
         rows = [e for e in suite.experiments.values() if e.applies_to(bb.arch)]
         if any(e.task == "segmentation" for e in rows):
             argv = [python, "tools/convert.py", "--framework", "mmseg", "--arch", bb.arch,
@@ -228,8 +258,8 @@ def make_plan(suite: Suite, work_dir: str | Path, data_root: str | Path,
 
 def select(plan: Plan, patterns: list[str]) -> list[Step]:
     """Steps whose id matches one of the glob ``patterns`` (all when none), plus what they
-    need (pretraining and conversion of their backbone). A row id (``backbone/experiment``)
-    selects all the seeds of a seeded row."""
+    need (pretraining, recalibration and conversion of their backbone). A row id
+    (``backbone/experiment``) selects all the seeds of a seeded row."""
     if not patterns:
         return list(plan.steps)
     chosen = {s.id for s in plan.steps

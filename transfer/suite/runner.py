@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pretrain.durations import duration
-from transfer.suite.plan import Plan, Step
+from transfer.suite.plan import REWRITTEN_KINDS, Plan, Step
 from transfer.suite.results import write_results
 from transfer.suite.spec import ROOT
 from transfer.suite.state import (fingerprint, framework_missing, now_utc, output_ok,
@@ -200,7 +200,7 @@ class SuiteRunner:
                 self._move_aside(step, "rerun")
             elif state == "stale":
                 print(f"  {step.id}: stale ({reason})", flush=True)
-                if step.kind != "convert":  # a converted file is simply rewritten
+                if step.kind not in REWRITTEN_KINDS:  # a derived file is simply rewritten
                     self._move_aside(step, "stale")
 
     def run(self) -> int:

@@ -15,6 +15,7 @@ A suite file (full description in docs/suites.md)::
       ours_r50_alpha0.75:
         arch: resnet50
         pretrain: {config: configs/pretrain/..., overrides: [...], gpus: 8}
+        recalibrate_bn: {images: 800, image_size: 224}  # optional: BN statistics recomputed
     experiments:
       voc12aug_linear:
         task: segmentation    # segmentation | detection | classification | dense_retrieval
@@ -51,8 +52,10 @@ BUILTINS = ("data_root", "work_dir", "root", "python", "arch", "backbone", "expe
             "row_dir", "source", "checkpoint", "gpus", "seed")
 
 SUITE_KEYS = {"name", "description", "variables", "backbones", "experiments", "paper_results"}
-BACKBONE_KEYS = {"arch", "source", "pretrain", "paper", "label"}
+BACKBONE_KEYS = {"arch", "source", "pretrain", "paper", "label", "recalibrate_bn"}
 PRETRAIN_KEYS = {"config", "overrides", "gpus", "nodes"}
+# tools/recalibrate_bn.py's options (values may hold placeholders), and its step's GPU count
+RECALIBRATE_KEYS = {"images", "image_size", "resize", "dataset", "batch_size", "seed", "gpus"}
 EXPERIMENT_KEYS = {"task", "config", "command", "metric", "metrics", "gpus", "options",
                    "archs", "paper", "label", "resume", "protocol", "seeds"}
 
@@ -69,6 +72,9 @@ class Backbone:
     pretrain: dict | None = None
     paper: list[str] = field(default_factory=list)
     label: str = ""
+    # recalibrate_bn: tools/recalibrate_bn.py's options as strings (placeholders unfilled)
+    # and "gpus" (int); None: the evaluations read the source as it is
+    recalibrate_bn: dict | None = None
 
 
 @dataclass
@@ -175,6 +181,17 @@ def _load_experiment(path, name: str, entry) -> Experiment:
         resume=bool(entry.get("resume", True)))
 
 
+def _recalibrate_bn(path, where: str, entry) -> dict | None:
+    """A backbone's ``recalibrate_bn:`` (its BatchNorm statistics recomputed on clean
+    training images before any evaluation, tools/recalibrate_bn.py), checked."""
+    if entry is None:
+        return None
+    entry = _check_keys(path, f"{where}.recalibrate_bn", entry, RECALIBRATE_KEYS)
+    options = {k: str(v) for k, v in entry.items() if k != "gpus"}
+    options["gpus"] = _positive_int(path, f"{where}.recalibrate_bn.gpus", entry.get("gpus", 1))
+    return options
+
+
 def load_suite(path: str | Path, variables: dict[str, str] | None = None) -> Suite:
     """Read and check a suite file; ``variables`` (from ``--set``) override its defaults."""
     path = Path(path)
@@ -221,7 +238,8 @@ def load_suite(path: str | Path, variables: dict[str, str] | None = None) -> Sui
         backbones[str(name)] = Backbone(
             name=str(name), arch=str(entry["arch"]),
             source=str(entry["source"]) if "source" in entry else None, pretrain=pretrain,
-            paper=_as_list(entry.get("paper")), label=str(entry.get("label", name)))
+            paper=_as_list(entry.get("paper")), label=str(entry.get("label", name)),
+            recalibrate_bn=_recalibrate_bn(path, where, entry.get("recalibrate_bn")))
 
     experiments = {str(name): _load_experiment(path, str(name), entry)
                    for name, entry in raw["experiments"].items()}

@@ -275,13 +275,42 @@ def summary_markdown(rows: list[TableRow]) -> str:
                                               if notes else "")
 
 
+def recalibration_note(results: list[dict]) -> str | None:
+    """One line saying whose BatchNorm statistics were recomputed before evaluation
+    (tools/recalibrate_bn.py, the ``bn_recalibration`` of the rows' metrics.json backbone
+    entries); None when no finished row's were. Backbones without a finished row are left out."""
+    found: dict[str, dict | None] = {}
+    for result in results:
+        for row in result["rows"]:
+            for run in [row] + list(row.get("seeds") or []):
+                record = run.get("backbone_record")
+                if isinstance(record, dict):
+                    done = record.get("bn_recalibration") or {}
+                    if found.get(row["backbone_label"]) is None:
+                        found[row["backbone_label"]] = done if done.get("images") else None
+    done = {label: r for label, r in found.items() if r}
+    if not done:
+        return None
+    how = {(r["images"], r.get("image_size")) for r in done.values()}
+    if len(done) == len(found) and len(how) == 1:
+        images, size = how.pop()
+        return (f"BatchNorm statistics of every backbone recomputed on {images} clean training "
+                f"images ({size} px centre crops) before evaluation (tools/recalibrate_bn.py).")
+    return ("BatchNorm statistics recomputed on clean training images before evaluation for "
+            + ", ".join(f"{label} ({r['images']} images, {r.get('image_size')} px)"
+                        for label, r in done.items())
+            + "; not for " + ", ".join(sorted(set(found) - set(done))) + ".")
+
+
 def to_markdown(rows: list[TableRow], results: list[dict], sources: list[str],
                 paper_path: str) -> str:
     suites = ", ".join(dict.fromkeys(r["suite"] for r in results))
+    note = recalibration_note(results)
     out = [f"# Results: {suites}", "",
            f"Made {datetime.now(timezone.utc).isoformat(timespec='seconds')} from "
            f"{', '.join(sources)}; paper numbers from {paper_path}. Columns are explained in "
            "docs/suites.md (\"Reading the results\").", "",
+           *([note, ""] if note else []),
            "## Main comparison", "", summary_markdown(rows), "",
            "## All rows", "", _md_table(list(LONG_COLUMNS), [_long_cells(r) for r in rows])]
     pretraining = [(r["suite"], p) for r in results for p in r.get("pretraining", [])]
