@@ -56,8 +56,8 @@ SIZES = {
     "quick": {"pretrain_images": 64, "pretrain_val": 32, "pretrain_size": 64, "seg_train": 8,
               "seg_val": 4, "seg_size": 64, "coco_train": 4, "coco_val": 2, "coco_size": 96},
 }
-QUICK_VARIABLES = {"pretrain_epochs": "1", "pretrain_max_steps": "2", "pretrain_batch": "8",
-                   "seg_iters": "4", "seg_crop": "64", "det_iters": "2"}
+QUICK_VARIABLES = {"pretrain_epochs": "1", "pretrain_warmup": "1", "pretrain_max_steps": "2",
+                   "pretrain_batch": "8", "seg_iters": "4", "seg_crop": "64", "det_iters": "2"}
 # --quick: 2 seeds of VOC linear (a spread to judge with), one of VOC retrieval and of k-NN
 # (their verdicts say "spread unknown"), and one detection row
 QUICK_ONLY = ["*/voc_linear/seed[01]", "*/voc_nn/seed0", "*/imagenet_knn/seed0",
@@ -223,6 +223,7 @@ def main(argv=None) -> int:
     variables = dict(QUICK_VARIABLES) if args.quick else {}
     if args.pretrain_epochs is not None:
         variables["pretrain_epochs"] = str(args.pretrain_epochs)
+        variables["pretrain_warmup"] = str(min(2, args.pretrain_epochs))  # warm-up <= epochs
     suite = load_suite(SUITE, variables)
     plan = make_plan(suite, args.out / "suite", args.out / "data", python=sys.executable)
     default = QUICK_ONLY if args.quick else [] if args.full else DEFAULT_ONLY
