@@ -392,7 +392,7 @@ def test_seeded_row_runs_each_seed_and_reports_mean_std_n(tmp_path):
     assert row["cost"]["wall_s"] == pytest.approx(1.5)  # 3 x 0.5 s, added up
     md = (work / "table" / "table.md").read_text()
     assert "| random R18 | 12.7 ± 2.1 (n=3)† |" in md
-    assert "- † random R18 / seeded: deviates: total batch 8, protocol 16" in md
+    assert "- † seeded, every row: total batch 8 (protocol 16)" in md  # one note per column
     assert (work / "table" / "plot.png").is_file() and (work / "table" / "table.png").is_file()
 
     # one seed failing: the row shows the failure, the mean of the seeds that finished, n=2/3

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from transfer.suite.plots import tradeoff_points
-from transfer.suite.tables import build_rows, load_paper, make_tables, metric_value
+from transfer.suite.plots import table_picture, tradeoff_points
+from transfer.suite.tables import (TableRow, build_rows, deviation_notes, load_paper, make_tables,
+                                   metric_value)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,8 +126,13 @@ def test_tables_from_recorded_metrics(recorded):
     assert "| official R50 a=0.75 | 56.4† (paper 55.9, +0.5) | 0.2† (paper 59.5, -59.3) |" in md
     assert "| random R50 | 4.7† | failed |" in md
     assert "| supervised_r50 | pending | 53.0† (paper 53.5, -0.5) |" in md
-    assert f"- † official R50 a=0.75 / VOC linear: deviates: {SEG_DEVIATES}" in md
-    assert f"- † supervised_r50 / VOC07+12 det: deviates: {DET_DEVIATES}" in md
+    # one note per column, its rows named (the pending / failed row has no settings to compare)
+    assert ("- † VOC linear, 2 of 3 rows (official R50 a=0.75, random R50): total batch 8 "
+            "(protocol 16); crop 64x64 (protocol 512x512); iterations 100 (protocol 40000); "
+            "lr 0.003 (protocol 0.0001)\n") in md
+    assert ("- † VOC07+12 det, 2 of 3 rows (official R50 a=0.75, supervised_r50): total batch 2 "
+            "(protocol 16); iterations 3 (protocol 24000)\n") in md
+    assert md.count("- † ") == 2
     # all rows: the failed one names its log; cost columns
     log = work / "runs/random_r50/voc0712_faster_rcnn_c4/suite.log"
     assert f"| random R50 | VOC07+12 det | bbox_AP | - | - | - | - | failed: return code 1, log {log} |" in md
@@ -155,10 +161,12 @@ def test_tables_from_recorded_metrics(recorded):
 
     import matplotlib.image
 
-    for name in ("table.png", "plot.png"):  # the main comparison; bars per experiment
+    # the main comparison (cropped to its 4 rows and 2 notes); bars per experiment
+    for name, least in (("table.png", 250), ("plot.png", 400)):
         assert (tmp / "tables" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         height, width, _ = matplotlib.image.imread(tmp / "tables" / name).shape
-        assert width > 600 and height > 400, name
+        assert width > 600 and height > least, name
+    assert _blank_band(tmp / "tables" / "table.png") < 40
     # no classification rows: no trade-off plot, and the output says why
     assert "tradeoff.png not drawn: no classification rows" in out
     assert not (tmp / "tables" / "tradeoff.png").exists()
@@ -292,3 +300,70 @@ def test_seed_statistics_by_hand():
         "failed", "seed2: rc 1; 1 of 3 seeds finished")
     assert row_state([("missing_extra", "no d2")] * 2) == (
         "missing_extra", "seed0: no d2; 0 of 2 seeds finished")
+
+
+def _table_row(label, experiment, deviates=(), ours=20.0):
+    return TableRow(suite="demo", backbone=label, label=label, arch="convnext_mini",
+                    experiment=experiment, experiment_label=experiment, metric="mIoU", main=True,
+                    ours=ours, paper=None, paper_model="", paper_source="", status="finished",
+                    reason="", wall_s=1.0, gpus=0, gpu_hours=0.0, gpu_type="cpu", log="",
+                    deviates=tuple(deviates))
+
+
+SEG = ("total batch 8, protocol 16", "crop 96x96, protocol 512x512")
+
+
+def test_deviation_notes_one_per_column():
+    """21 deviating cells (3 backbones x 7 experiments) -> 7 notes, each listing its column's
+    shared deviations once; what only one row adds is named with that row."""
+    backbones = ["VICReg", "VICRegL", "random"]
+    rows = [_table_row(b, f"exp{j}", SEG + ((f"seed {j}, protocol 0",) if b == "random" else ()))
+            for b in backbones for j in range(7)]
+    notes = deviation_notes(rows)
+    assert len(notes) == 7
+    assert notes[0] == ("† exp0, every row: total batch 8 (protocol 16); crop 96x96 "
+                        "(protocol 512x512); random also: seed 0 (protocol 0)")
+    # rows without deviations are counted; rows with nothing in common are named one by one
+    rows = [_table_row("A", "voc", ["lr 1, protocol 2"]), _table_row("B", "voc", ["crop 9"]),
+            _table_row("C", "voc"), _table_row("C", "knn", ["crop 64, protocol 224"])]
+    assert deviation_notes(rows) == [
+        "† voc, 2 of 3 rows (A, B): A: lr 1 (protocol 2); B: crop 9",
+        "† knn, every row: crop 64 (protocol 224)"]
+    # nothing of the per-row deviations is lost: every one is in its column's note
+    notes = {n.split(",")[0][2:]: n for n in deviation_notes(rows)}
+    for row in rows:
+        for deviation in row.deviates:
+            value, _, protocol = deviation.partition(", protocol ")
+            assert value in notes[row.experiment]
+            assert not protocol or f"(protocol {protocol})" in notes[row.experiment]
+
+
+def _blank_band(png) -> int:
+    """The tallest run of all-white pixel rows in ``png`` (a band of nothing)."""
+    import matplotlib.image
+    import numpy as np
+
+    image = matplotlib.image.imread(png)[..., :3]
+    blank = (image > 0.99).all(axis=(1, 2))
+    longest = run = 0
+    for white in blank:
+        run = run + 1 if white else 0
+        longest = max(longest, run)
+    return longest
+
+
+def test_table_picture_height_follows_the_rows(tmp_path):
+    import matplotlib.image
+
+    heights = {}
+    for count in (2, 8):
+        rows = [_table_row(f"backbone {i}", f"exp{j}", SEG) for i in range(count)
+                for j in range(7)]
+        png = table_picture(rows, tmp_path / f"table{count}.png", "demo")
+        heights[count] = matplotlib.image.imread(png).shape[0]
+        # cropped to what is drawn: no empty band (the old picture had 300+ white pixel rows
+        # between the table and its notes; a table row is ~40 px, the margin 15)
+        assert _blank_band(png) < 40, count
+    # six more rows: six row heights more (about 0.3 inch at 150 dpi each), nothing else
+    assert 6 * 35 < heights[8] - heights[2] < 6 * 60
+    assert heights[2] < 400  # 3 table rows and 7 notes fit in ~2.5 inches

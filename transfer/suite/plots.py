@@ -24,40 +24,50 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, tight: bool = False) -> Path:
+    """Write ``fig`` (``tight``: cropped to what is drawn, text outside the axes included)."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150, format=path.suffix.lstrip("."))
+        fig.savefig(tmp, dpi=150, format=path.suffix.lstrip("."),
+                    **({"bbox_inches": "tight", "pad_inches": 0.1} if tight else {}))
     _pyplot().close(fig)
     return path
 
 
+ROW_INCHES = (0.15, 0.11)  # a table row's height: per line of text, plus the cell's padding
+NOTE_POINTS = 7
+
+
 def table_picture(rows, path: Path, title: str) -> Path:
     """The main comparison (backbones down, experiments across, ``ours (paper, delta)``) as a
-    matplotlib table, with the deviation notes under it."""
+    matplotlib table, with the deviation notes (one per column, ``deviation_notes``) right
+    under it. The table's height comes from its rows and the picture is cropped to what is
+    drawn, so there is no empty band."""
     from transfer.suite.tables import deviation_notes, summary_table
 
     plt = _pyplot()
     header, body = summary_table(rows)
     wrap = [[textwrap.fill(c, 22) for c in line] for line in [header] + body]
     lines = max(c.count("\n") + 1 for line in wrap for c in line)
-    notes = [textwrap.fill(n, 150) for n in deviation_notes(rows)]
-    note_lines = sum(n.count("\n") + 1 for n in notes)
-    height = 0.9 + 0.3 * lines * (len(body) + 1) + 0.2 * note_lines
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.9 * len(header)), height))
+    width = max(6.0, 1.9 * len(header))
+    height = (len(wrap) if body else 2) * (ROW_INCHES[0] * lines + ROW_INCHES[1])
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.axis("off")
     ax.set_title(title, fontsize=10)
     table = ax.table(cellText=wrap[1:] or [[""] * len(header)], colLabels=wrap[0],
-                     loc="upper center", cellLoc="center")
+                     bbox=(0.0, 0.0, 1.0, 1.0), cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
-    table.scale(1.0, 1.1 * lines)
     for (r, _), cell in table.get_celld().items():
         if r == 0:
             cell.set_text_props(weight="bold")
+    chars = int(width * 72 / (NOTE_POINTS * 0.55))  # what fits across the table
+    notes = [textwrap.fill(n, chars, subsequent_indent="   ") for n in deviation_notes(rows)]
     if notes:
-        fig.text(0.01, 0.01, "\n".join(notes), fontsize=7, va="bottom", ha="left")
-    fig.tight_layout()
-    return _save(fig, path)
+        ax.annotate("\n".join(notes), xy=(0.0, 0.0), xycoords="axes fraction",
+                    xytext=(0, -6), textcoords="offset points", fontsize=NOTE_POINTS,
+                    va="top", ha="left")
+    return _save(fig, path, tight=True)
 
 
 def bars(rows, path: Path, title: str) -> Path:

@@ -240,7 +240,7 @@ def _summary_cell(row: TableRow | None) -> str:
 def summary_table(rows: list[TableRow]) -> tuple[list[str], list[list[str]]]:
     """Backbones down, experiments across, main metric: ``ours (paper, delta)``; a seeded
     row's ours is ``mean ± std (n=N)``; ``†`` marks a row whose settings deviate from the
-    protocol's (``deviation_notes`` says how)."""
+    protocol's (``deviation_notes`` says how, one note per column)."""
     experiments = []
     for row in rows:
         if row.main and (row.experiment, row.metric) not in [(e, m) for e, m, _ in experiments]:
@@ -257,19 +257,44 @@ def summary_table(rows: list[TableRow]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def _in_words(deviation: str) -> str:
+    """``"total batch 8, protocol 16"`` -> ``"total batch 8 (protocol 16)"``: a note joins
+    several with '; ', and the parentheses keep each pair together."""
+    head, sep, protocol = deviation.rpartition(", protocol ")
+    return f"{head} (protocol {protocol})" if sep else deviation
+
+
 def deviation_notes(rows: list[TableRow]) -> list[str]:
-    """One line per (backbone, experiment) whose settings deviate from the protocol's."""
-    notes = {}
+    """One note per experiment (a column of the main comparison) whose rows deviate from the
+    protocol, in the columns' order: the deviations every deviating row shares, once, then
+    what only some rows add, by name. It says which rows it covers ("every row" when no
+    backbone of the column is without deviations), so nothing of a per-row note is lost."""
+    columns: dict[str, dict[str, tuple[str, ...]]] = {}  # experiment label -> label -> deviates
+    backbones: dict[str, list[str]] = {}  # experiment label -> every backbone in its column
     for row in rows:
+        backbones.setdefault(row.experiment_label, [])
+        if row.label not in backbones[row.experiment_label]:
+            backbones[row.experiment_label].append(row.label)
         if row.deviates:
-            notes.setdefault((row.label, row.experiment_label),
-                             f"{DEVIATES_MARK} {row.label} / {row.experiment_label}: deviates: "
-                             f"{_deviates(row)}")
-    return list(notes.values())
+            columns.setdefault(row.experiment_label, {}).setdefault(row.label, row.deviates)
+    notes = []
+    for experiment, found in columns.items():
+        shared = [d for d in next(iter(found.values()))
+                  if all(d in other for other in found.values())]
+        which = ("every row" if len(found) == len(backbones[experiment]) else
+                 f"{len(found)} of {len(backbones[experiment])} rows ({', '.join(found)})")
+        parts = ["; ".join(map(_in_words, shared))] if shared else []
+        for label, deviates in found.items():
+            extra = [d for d in deviates if d not in shared]
+            if extra:
+                parts.append(f"{label}{' also' if shared else ''}: "
+                             + "; ".join(map(_in_words, extra)))
+        notes.append(f"{DEVIATES_MARK} {experiment}, {which}: " + "; ".join(parts))
+    return notes
 
 
 def summary_markdown(rows: list[TableRow]) -> str:
-    """The main comparison, with the deviation notes under it."""
+    """The main comparison, with the deviation notes (one per column) under it."""
     notes = deviation_notes(rows)
     return _md_table(*summary_table(rows)) + ("\n\n" + "\n".join(f"- {n}" for n in notes)
                                               if notes else "")
