@@ -84,6 +84,24 @@ def test_convnext_stages_equal_pretraining_module(tmp_path):
         assert a.shape == b.shape and torch.equal(a, b)
 
 
+def test_resnet_nano_stages_equal_pretraining_module(tmp_path):
+    """The demo's resnet_nano through the linear config with VICRegLResNet: the four stages
+    (strides 2, 4, 8, 8) bit for bit, BatchNorm statistics from the file."""
+    checkpoint, state = converted(tmp_path, "resnet_nano", seed=3)
+    cfg, model = build_from_config("linear_convnext_small_voc12aug_40k.py", checkpoint,
+                                   type="VICRegLResNet", arch="resnet_nano")
+    model.init_weights()
+    verify_backbone(model.backbone, checkpoint)
+    model.train()  # the frozen stages stay in eval mode
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        ours = model.extract_feat(x)
+        expected = reference("resnet_nano", state).forward_stages(x)
+    assert [a.shape[-2:] for a in ours] == [(32, 48), (16, 24), (8, 12), (8, 12)]
+    for a, b in zip(ours, expected):
+        assert torch.equal(a, b)
+
+
 def test_resnet_output_stride_32_equals_pretraining_module(tmp_path):
     checkpoint, state = converted(tmp_path, "resnet18", seed=2)
     backbone = MODELS.build(dict(type="ResNet", depth=18, style="pytorch", init_cfg=dict(
@@ -129,11 +147,13 @@ def test_resnet50_output_stride_8_equals_torchvision_dilated(tmp_path):
 @pytest.mark.parametrize("config,arch", [
     ("linear_resnet50_voc12aug_40k.py", dict(depth=18)),
     ("linear_convnext_small_voc12aug_40k.py", dict(arch="convnext_mini")),
+    ("linear_convnext_small_voc12aug_40k.py", dict(type="VICRegLResNet", arch="resnet_nano")),
 ])
 def test_linear_protocol_freezes_the_backbone(config, arch):
     cfg = Config.fromfile(CONFIGS / config)
     cfg.model.backbone.update(arch)
-    cfg.model.decode_head.in_channels = [16, 32, 64, 128] if "arch" in arch else 512
+    cfg.model.decode_head.in_channels = ([8, 16, 32, 64] if arch.get("arch") == "resnet_nano"
+                                         else [16, 32, 64, 128] if "arch" in arch else 512)
     model = MODELS.build(cfg.model)
     model.train()
     assert not any(p.requires_grad for p in model.backbone.parameters())

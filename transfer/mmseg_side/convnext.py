@@ -15,10 +15,11 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
 from pretrain.backbones.convnext import CONVNEXT_SPECS, ConvNeXt
+from transfer.mmseg_side.frozen_stages import FrozenStagesMixin
 
 
 @MODELS.register_module()
-class VICRegLConvNeXt(ConvNeXt, BaseModule):
+class VICRegLConvNeXt(FrozenStagesMixin, ConvNeXt, BaseModule):
     """ConvNeXt returning the stage outputs ``out_indices`` (stride 4, 8, 16, 32).
 
     Args:
@@ -52,17 +53,6 @@ class VICRegLConvNeXt(ConvNeXt, BaseModule):
         self.norm.requires_grad_(False)  # unused here; DDP must not wait for its gradient
         self._freeze_stages()
 
-    def _freeze_stages(self) -> None:
+    def _frozen_modules(self):
         for i in range(max(self.frozen_stages, 0)):
-            for module in (self.downsample_layers[i], self.stages[i]):
-                module.eval()
-                module.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        return self
-
-    def forward(self, x):
-        stages = self.forward_stages(x)
-        return tuple(stages[i] for i in self.out_indices)
+            yield from (self.downsample_layers[i], self.stages[i])

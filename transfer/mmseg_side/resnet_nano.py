@@ -13,10 +13,11 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 
 from pretrain.backbones.resnet import NANO_SPECS, ResNetNano
+from transfer.mmseg_side.frozen_stages import FrozenStagesMixin
 
 
 @MODELS.register_module()
-class VICRegLResNet(ResNetNano, BaseModule):
+class VICRegLResNet(FrozenStagesMixin, ResNetNano, BaseModule):
     """``resnet_nano`` returning the stage outputs ``out_indices`` (stride 2, 4, 8, 8).
 
     Args:
@@ -49,17 +50,3 @@ class VICRegLResNet(ResNetNano, BaseModule):
             yield from (self.conv1, self.bn1)
         for i in range(max(self.frozen_stages, 0)):
             yield getattr(self, f"layer{i + 1}")
-
-    def _freeze_stages(self) -> None:
-        for module in self._frozen_modules():
-            module.eval()
-            module.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        return self
-
-    def forward(self, x):
-        stages = self.forward_stages(x)
-        return tuple(stages[i] for i in self.out_indices)
