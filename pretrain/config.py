@@ -9,6 +9,7 @@ problem is listed at once, naming the key and the value expected. Override value
 as YAML (``optim.epochs=10``, ``data.size_crops=[96]``, ``loss.l2_all_matches=true``).
 """
 import copy
+import math
 import os
 import re
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pretrain.arguments import SEED_LIMIT
 
 # A rule returns what it expected when a value breaks it (a phrase after "expected"), else None.
 Rule = Callable[[Any], str | None]
@@ -34,14 +37,24 @@ def at_least(low: int) -> Rule:
     return lambda value: None if _is_int(value) and value >= low else f"an integer >= {low}"
 
 
+def int_in(low: int, high: int) -> Rule:
+    return lambda value: (None if _is_int(value) and low <= value <= high
+                          else f"an integer in [{low}, {high}]")
+
+
 def number_in(low: float, high: float | None = None, low_open: bool = False) -> Rule:
+    """A finite number from ``low`` (excluded when ``low_open``) to ``high``: YAML's ``.inf``
+    and ``.nan`` are floats, and ``.inf`` passes every lower bound."""
     def rule(value: Any) -> str | None:
-        ok = _is_number(value) and (value > low if low_open else value >= low) and (
-            high is None or value <= high)
-        upper = f"{high}]" if high is not None else "inf)"
+        ok = _is_number(value) and math.isfinite(value) and (
+            value > low if low_open else value >= low) and (high is None or value <= high)
+        if ok:
+            return None
         # a key whose default is null has no type check while merging: say it here
         hint = " (write 5.0e-4, not 5e-4, which YAML reads as a string)" * isinstance(value, str)
-        return None if ok else f"a number in {'(' if low_open else '['}{low}, {upper}{hint}"
+        if high is None:
+            return f"a finite number {'>' if low_open else '>='} {low}{hint}"
+        return f"a number in {'(' if low_open else '['}{low}, {high}]{hint}"
     return rule
 
 
@@ -179,8 +192,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "run": {
         # where the run's files go; null: runs/<recipe name>
         "output_dir": Key(None),
-        # seeds the initialisation, the data order and every sample's augmentation
-        "seed": Key(0, at_least(0)),
+        # seeds the initialisation, the data order and every sample's augmentation (numpy
+        # seeds are 32-bit)
+        "seed": Key(0, int_in(0, SEED_LIMIT - 1)),
         # fp16 (autocast + GradScaler, official) | bf16 | fp32
         "precision": Key("fp16", one_of("fp16", "bf16", "fp32")),
         # channels-last memory format for the model and the views (faster convolutions on GPUs)
@@ -348,9 +362,12 @@ def check_pretrain_config(cfg: dict, world_size: int = 1) -> None:
             if expected:
                 problems.append(f"{section}.{name} = {value!r}: expected {expected}")
     problems += _across_keys(cfg, world_size)
+    where = f"recipe {cfg.get('recipe', 'config')}"
+    if len(problems) == 1:  # one line
+        raise ConfigValueError(f"{where}: {problems[0]}")
     if problems:
-        raise ConfigValueError(f"recipe {cfg.get('recipe', 'config')}: {len(problems)} bad "
-                               "value(s):\n  - " + "\n  - ".join(problems))
+        raise ConfigValueError(f"{where}: {len(problems)} bad value(s):\n  - "
+                               + "\n  - ".join(problems))
 
 
 # ---------------------------------------------------------------- loading

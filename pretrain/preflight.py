@@ -37,9 +37,37 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def check_output_file(path: str | os.PathLike, what: str) -> Path:
-    """``check_output_dir`` on the file's folder, and ``path`` must not be a folder."""
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether the paths name one file: equal once resolved (symlinks followed, also when
+    the file does not exist yet), or one inode (a hard link)."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def check_not_an_input(path: str | os.PathLike, what: str,
+                       inputs: dict[str, str | os.PathLike | None]) -> Path:
+    """``path`` (an output) must not be the same file as any of ``inputs`` ({option: path}):
+    writing it would replace the input the tool is reading. Raises ``ValueError`` naming
+    both."""
     path = Path(path)
+    for name, source in inputs.items():
+        if source is not None and same_file(path, source):
+            raise ValueError(f"{what} {path} is the same file as {name} {source}; expected "
+                             "another path (writing it would replace the input)")
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str,
+                      inputs: dict[str, str | os.PathLike | None] | None = None) -> Path:
+    """``check_output_dir`` on the file's folder, ``path`` must not be a folder, nor any of
+    ``inputs`` (``check_not_an_input``)."""
+    path = Path(path)
+    check_not_an_input(path, what, inputs or {})
     if path.is_dir():
         raise IsADirectoryError(f"{what} {path} is a folder; expected a file path")
     try:

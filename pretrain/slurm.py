@@ -7,9 +7,10 @@ module path, so the repository root is put on the PYTHONPATH the job inherits (s
 the submitting environment; submitit's local executor too).
 """
 import argparse
-import json
 import os
 from pathlib import Path
+
+from pretrain.arguments import int_at_least, json_object
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,16 +20,17 @@ def add_slurm_args(parser: argparse.ArgumentParser, gpus_per_node: int = 8,
     """The ``--slurm`` option group of every tool that can submit itself."""
     group = parser.add_argument_group("SLURM (through submitit)")
     group.add_argument("--slurm", action="store_true", help="submit instead of running here")
-    group.add_argument("--nodes", type=int, default=1, help="machines (default: 1)")
-    group.add_argument("--gpus-per-node", type=int, default=gpus_per_node,
+    group.add_argument("--nodes", type=int_at_least(1), default=1, help="machines (default: 1)")
+    group.add_argument("--gpus-per-node", type=int_at_least(1), default=gpus_per_node,
                        help=f"GPUs per machine, one process each (default: {gpus_per_node})")
     group.add_argument("--partition", default=None,
                        help="SLURM partition (default: the cluster's default)")
-    group.add_argument("--timeout-min", type=int, default=timeout_min,
+    group.add_argument("--timeout-min", type=int_at_least(1), default=timeout_min,
                        help="job time limit; the job is requeued and resumes on timeout")
-    group.add_argument("--cpus-per-task", type=int, default=10,
+    group.add_argument("--cpus-per-task", type=int_at_least(1), default=10,
                        help="CPU cores per process, for its DataLoader workers (default: 10)")
-    group.add_argument("--slurm-extra", default="{}", help="JSON of extra submitit parameters")
+    group.add_argument("--slurm-extra", type=json_object, default="{}",
+                       help="JSON object of extra submitit parameters")
 
 
 class Requeueable:
@@ -64,7 +66,7 @@ def submit(call: Requeueable, args: argparse.Namespace, folder: str | Path, name
         # the requeue signal comes 120 s before the limit: time for the job to stop and
         # requeue itself (it resumes from its last checkpoint)
         slurm_partition=args.partition, name=name, slurm_signal_delay_s=120,
-        **json.loads(args.slurm_extra))
+        **args.slurm_extra)
     job = executor.submit(call)
     print(f"submitted job {job.job_id}; logs in {Path(folder) / 'slurm'}")
     return job

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 # The formats of the files this suite writes (``pretrain.checkpoint`` writes the first two,
@@ -58,6 +59,23 @@ def load_state_file(path: str | Path) -> Any:
                          f"({type(exc).__name__}: {exc})") from exc
 
 
+def check_finite(state: Mapping, source: str | Path) -> None:
+    """Raise ``ValueError`` naming ``source`` and the first tensor (or numpy array) holding NaN
+    or inf. Such weights load, convert and evaluate without an error, into wrong numbers (a
+    k-NN accuracy above a sane backbone's)."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
+            bad, total = int((~torch.isfinite(value)).sum()), value.numel()
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "fc":
+            bad, total = int((~np.isfinite(value)).sum()), value.size
+        else:
+            continue
+        if bad:
+            raise ValueError(f"{source}: tensor {key} holds {bad} NaN or inf value(s) of "
+                             f"{total}; expected finite weights (a diverged run or a damaged "
+                             "file)")
+
+
 def _split(state: Mapping, prefix: str) -> tuple[dict, list[str]]:
     inside = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     return inside, [k for k in state if not k.startswith(prefix)]
@@ -89,6 +107,7 @@ class WeightsFile:
             state, dropped = dict(self.state), []
         if not state:
             raise ValueError(f"{self.source}: no backbone tensors found (read as {self.kind})")
+        check_finite(state, self.source)
         return state, dropped
 
 

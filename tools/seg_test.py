@@ -76,6 +76,11 @@ def main(argv=None) -> int:
                                             write_seg_metrics)
 
     run_dir = run_dir_of(checkpoint)
+    if (Path(cfg.work_dir) / RUN_MARKER).is_file():
+        raise SystemExit(f"--work-dir {cfg.work_dir} is a seg_train work dir (it holds "
+                         f"{RUN_MARKER}): testing into it would replace the training run's "
+                         "metrics.json; expected another folder (default: "
+                         "<checkpoint dir>/test_<checkpoint name>)")
     try:  # names every missing or malformed file, before a model is built
         check_output_dir(cfg.work_dir, "--work-dir")
         print(check_dataset(cfg.dataset_name, args.data_root))

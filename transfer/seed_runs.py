@@ -10,6 +10,7 @@ suite's ``seeds: N`` gives its steps, so the tables read them unchanged. No torc
 import argparse
 from pathlib import Path
 
+from pretrain.arguments import seed as seed_value
 from transfer.metrics import read_metrics
 
 
@@ -17,10 +18,10 @@ def add_seed_args(parser: argparse.ArgumentParser, what: str) -> None:
     """``--seed S`` (one run in WORK_DIR) or ``--seeds S [S ...]`` (WORK_DIR/seed<S> each)."""
     group = parser.add_mutually_exclusive_group()
     # default None, not 0: argparse would let an explicit '--seed 0' pass beside --seeds
-    group.add_argument("--seed", type=int, default=None,
+    group.add_argument("--seed", type=seed_value, default=None,
                        help=f"random seed of {what} (default 0); the run writes "
                             "WORK_DIR/metrics.json")
-    group.add_argument("--seeds", type=int, nargs="+", metavar="S",
+    group.add_argument("--seeds", type=seed_value, nargs="+", metavar="S",
                        help="several seeds in this one process (start-up paid once): seed S "
                             "writes WORK_DIR/seed<S>/metrics.json; a rerun skips the seeds "
                             "already finished")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from pretrain.arguments import random_seed
 from pretrain.backbones import build_backbone
 from pretrain.checkpoint import state_dict_sha256
 from pretrain.provenance import git_sha
@@ -64,8 +65,8 @@ def read_backbone(source: str | Path, arch: str, seed: int = 0) -> BackboneWeigh
     """Read ``source`` as the backbone of ``arch``, strictly. See the module docstring."""
     reference = build_backbone(arch)
     source = str(source)
-    if source == "random" or source.startswith("random:"):
-        seed = int(source.split(":", 1)[1]) if ":" in source else seed
+    seed = random_seed(source, seed)
+    if seed is not None:
         torch.manual_seed(seed)
         state = build_backbone(arch).state_dict()
         return BackboneWeights(arch, state, f"random:{seed}", "random",

@@ -209,13 +209,15 @@ def check_weights_file(path: str) -> None:
     """Check a local ``MODEL.WEIGHTS`` file before detectron2 loads it. detectron2 reads a
     ``.pkl`` with plain ``pickle.load`` (a crafted file runs code), so a ``.pkl`` must pass
     the arrays-only ``read_pkl`` first; any other file must load with ``weights_only``.
-    Non-local names (``detectron2://...``) are left to detectron2. Raises ``ValueError``
-    naming the file."""
+    Non-local names (``detectron2://...``) are left to detectron2. NaN or inf weights are
+    refused too. Raises ``ValueError`` naming the file."""
+    from pretrain.weight_files import check_finite, load_state_file
+
     if not path or not os.path.isfile(path):
         return
     if path.endswith(".pkl"):
-        read_pkl(path)
+        check_finite(read_pkl(path)["model"], path)
         return
-    from pretrain.weight_files import load_state_file
-
-    load_state_file(path)
+    raw = load_state_file(path)
+    if isinstance(raw, dict):  # a detector checkpoint ({"model": ...}) or a state dict
+        check_finite(raw["model"] if isinstance(raw.get("model"), dict) else raw, path)

@@ -3,6 +3,7 @@
 The in-process API behind tools/cls_eval.py (one process, torchrun, or a SLURM task: the
 process group comes from the launcher's environment variables, as in pretraining).
 """
+import math
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from transfer.evaluation import classification as cls
 from transfer.evaluation.linear_probe import REFERENCE as LINEAR_REFERENCE
 from transfer.evaluation.linear_probe import LinearRecipe, train_linear
 from transfer.evaluation.dense_retrieval import choose_subset
+from transfer.evaluation.knn import NonFiniteError, check_finite
 from transfer.metrics import write_metrics
 from transfer.seed_runs import planned_runs
 
@@ -67,6 +69,10 @@ def evaluate(*, arch: str, backbone: str, data_root: str | Path, work_dir: str |
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if not 0 < memory_fraction <= 1:
         raise ValueError(f"--memory-fraction must be in (0, 1], got {memory_fraction}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"--k {k}: expected an integer >= 1")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"--temperature {temperature}: expected a finite number > 0")
     recipe = recipe or LinearRecipe()
     rank, world, local_rank = init_distributed()
     device = _device(local_rank)
@@ -87,6 +93,9 @@ def evaluate(*, arch: str, backbone: str, data_root: str | Path, work_dir: str |
                 batch = max(1, (batch_size or recipe.batch_size) // world)
                 features = {weights.sha256: _knn_features(model, split, device, rank, world,
                                                           batch, recipe.workers)}
+                for name, (f, _) in features[weights.sha256].items():
+                    check_finite(f, f"backbone {weights.source}: pooled features of the {name} "
+                                    "images")
             metrics = _knn_scores(features[weights.sha256], split.num_classes, k, temperature,
                                   memory_fraction, run_seed)
             settings.update(k=k, temperature=temperature, crop=recipe.crop,
@@ -94,8 +103,11 @@ def evaluate(*, arch: str, backbone: str, data_root: str | Path, work_dir: str |
                             memory_fraction=memory_fraction)
             reference = cls.KNN_REFERENCE
         else:
-            metrics, history = _run_linear(model, weights, split, recipe, folder, device,
-                                           dataset, run_seed, rank, world)
+            try:
+                metrics, history = _run_linear(model, weights, split, recipe, folder, device,
+                                               dataset, run_seed, rank, world)
+            except NonFiniteError as exc:
+                raise NonFiniteError(f"backbone {weights.source}: {exc}") from None
             settings.update(recipe.settings(), optimizer="sgd", schedule="cosine_per_epoch")
             extra.update(history=history, best_top1=max(h["top1"] for h in history),
                          best_top5=max(h["top5"] for h in history))

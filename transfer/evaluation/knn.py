@@ -11,6 +11,21 @@ import torch
 import torch.nn.functional as F
 
 
+class NonFiniteError(ValueError):
+    """NaN or inf where an evaluation needs finite numbers (features, a loss)."""
+
+
+def check_finite(x: torch.Tensor, what: str) -> torch.Tensor:
+    """``x`` unchanged, or ``NonFiniteError`` naming ``what``: NaN or inf features pass the
+    search and the vote without an error, into wrong numbers (NaN similarities are never
+    ranked, and the vote then counts whatever was picked)."""
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        raise NonFiniteError(f"{what}: {int((~finite).sum())} of {x.numel()} values are NaN or "
+                             "inf; expected finite features")
+    return x
+
+
 def l2_normalise(x: torch.Tensor) -> torch.Tensor:
     """Rows scaled to unit length (cosine similarity becomes a dot product)."""
     return F.normalize(x.float(), dim=-1)

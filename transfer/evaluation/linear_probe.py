@@ -17,6 +17,7 @@ The checkpoint (``linear_checkpoint.pth`` in the work dir) is written atomically
 epoch; a restarted run continues after the last finished epoch and, because the data order
 and augmentation are seeded by (seed, epoch), reaches the same head as an uninterrupted run.
 """
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from tqdm import tqdm
 from pretrain.checkpoint import atomic_save
 from pretrain.weight_files import load_state_file
 from transfer.evaluation.classification import Split, shard, topk_correct
+from transfer.evaluation.knn import NonFiniteError
 
 CHECKPOINT = "linear_checkpoint.pth"
 
@@ -89,7 +91,12 @@ def _train_epoch(backbone, head, loader, optimizer, device, progress) -> float:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total, n = total + loss.item(), n + 1
+        value = loss.item()
+        if not math.isfinite(value):  # NaN features, or an --lr that diverges
+            raise NonFiniteError(f"the linear probe's training loss is {value} at step {n + 1} "
+                                 "of this epoch; expected a finite loss (check the backbone's "
+                                 "features and --lr)")
+        total, n = total + value, n + 1
         progress.update(1)
     return total / max(n, 1)
 

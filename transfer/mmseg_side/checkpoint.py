@@ -22,7 +22,8 @@ import torch
 from pretrain.backbones import ARCHS, CONVNEXT_SPECS, NANO_SPECS, RESNET_SPECS
 from pretrain.checkpoint import atomic_save
 from pretrain.state_keys import describe_mismatch, load_strict, summarise_keys
-from pretrain.weight_files import MMSEG_FORMAT, PREFIX, file_kind, identify, load_state_file
+from pretrain.weight_files import (MMSEG_FORMAT, PREFIX, check_finite, file_kind, identify,
+                                  load_state_file)
 
 
 def mmseg_backbone_cfg(arch: str, **overrides) -> dict:
@@ -91,8 +92,10 @@ def read_checkpoint(path: str | Path) -> dict:
                          f"tools/convert.py (no meta.format == {MMSEG_FORMAT!r}); convert it: "
                          f"python tools/convert.py --framework mmseg --arch ARCH "
                          f"--source {path} --out OUT.pth")
-    if not all(k.startswith(PREFIX) for k in identify(raw, path).state):
+    state = identify(raw, path).state
+    if not all(k.startswith(PREFIX) for k in state):
         raise ValueError(f"{path}: state_dict must hold only {PREFIX}* tensors")
+    check_finite(state, path)
     return raw
 
 

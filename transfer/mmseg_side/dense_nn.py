@@ -6,6 +6,7 @@ One process (GPU if present); a rerun recomputes everything (training-free: the 
 forward pass over the memory images and the val images, plus the search).
 """
 import hashlib
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from transfer.evaluation import dense_retrieval as dr
 from transfer.evaluation.classification import frozen_backbone
+from transfer.evaluation.knn import NonFiniteError, check_finite
 from transfer.metrics import write_metrics
 from transfer.seed_runs import planned_runs
 
@@ -35,6 +37,17 @@ class DenseNNSettings:
     batch_size: int = 8
     workers: int = 2
 
+    def check(self) -> None:
+        """``ValueError`` naming the option of a meaningless value (tools/dense_nn_eval.py
+        refuses them while parsing; this guards the in-process API)."""
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"--k {self.k}: expected an integer >= 1")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"--temperature {self.temperature}: expected a finite number > 0")
+        if not 0 < self.memory_fraction <= 1:
+            raise ValueError(f"--memory-fraction {self.memory_fraction}: expected a number in "
+                             "(0, 1]")
+
     def record(self) -> dict:
         s = asdict(self)
         for key in ("batch_size", "workers"):  # do not move a number
@@ -49,8 +62,12 @@ def _features(model, norm, pairs, features: str, device) -> list[torch.Tensor]:
     """(D, h, w) features of each image; stacked when the batch shares one size."""
     images = [norm(img) for img, _ in pairs]
     if len({tuple(i.shape) for i in images}) == 1:
-        return list(dr.local_features(model, torch.stack(images).to(device), features))
-    return [dr.local_features(model, i[None].to(device), features)[0] for i in images]
+        out = list(dr.local_features(model, torch.stack(images).to(device), features))
+    else:
+        out = [dr.local_features(model, i[None].to(device), features)[0] for i in images]
+    for f in out:
+        check_finite(f, f"local features ({features})")
+    return out
 
 
 @torch.no_grad()
@@ -113,6 +130,7 @@ def evaluate(config: str, *, arch: str, backbone: str, data_root: str, work_dir:
     if not runs:
         return {}
     s = settings or DenseNNSettings()
+    s.check()
     cfg = dense_data.load_config(config, data_root, crop_size, cfg_options)
     print(check_dataset(cfg.dataset_name, data_root))  # a wrong root fails here, by name
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -125,10 +143,13 @@ def evaluate(config: str, *, arch: str, backbone: str, data_root: str, work_dir:
         start = time.time()
         model, weights = frozen_backbone(arch, backbone, device, run_seed)
         indices = dr.choose_subset(len(train), s.memory_fraction, run_seed)
-        bank, labels = build_memory(model, train, indices, norm, s, len(classes), ignore_index,
-                                    device, run_seed)
-        conf = segment_val(model, val, bank, labels, norm, s, len(classes), ignore_index,
-                           device)
+        try:
+            bank, labels = build_memory(model, train, indices, norm, s, len(classes),
+                                        ignore_index, device, run_seed)
+            conf = segment_val(model, val, bank, labels, norm, s, len(classes), ignore_index,
+                               device)
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"backbone {weights.source}: {exc}") from None
         result = dr.segmentation_metrics(conf, classes)
         per_class_acc = result.pop("per_class_acc")
         write_metrics(folder / "metrics.json", task="dense_retrieval",

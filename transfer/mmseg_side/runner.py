@@ -3,15 +3,16 @@
 torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine 0.10.7 does not pass
 ``weights_only``: its own checkpoints (the message hub's numpy values, the scheduler state)
 then fail to load. ``SegRunner`` does not turn ``weights_only`` off. It allow-lists exactly
-the globals mmengine's checkpoints contain (``MMENGINE_CHECKPOINT_GLOBALS``), and only for a
-file inside a work dir that tools/seg_train.py created (it holds ``seg_run.json``): resuming
-a run from its own work dir, or testing a checkpoint beside its run's marker. Any other file
-loads with plain ``weights_only``; when that fails the error says why and what to do.
+the callables mmengine's checkpoints need (``MMENGINE_CHECKPOINT_GLOBALS``), and only for a
+file directly inside a work dir that tools/seg_train.py created (the folder itself holds
+``seg_run.json``; an ancestor's marker trusts nothing): resuming a run from its own work dir,
+or testing a checkpoint beside its run's marker. Any other file loads with plain
+``weights_only``; when that fails the error says why and what to do.
 
 ``load_from`` (tools/seg_test.py) loads strictly: a checkpoint that does not fit the model is
 an error, not a log line.
 """
-import builtins
+import pickle
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,32 +43,55 @@ def _numpy_globals() -> list:
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtypes]
 
 
+# mmengine pickles HistoryBuffer's statistic methods (``__getstate__`` saves its
+# ``_statistics_methods``) as ``getattr(HistoryBuffer, "min")``: pickle's form for a method.
+HISTORY_BUFFER_STATISTICS = ("min", "max", "current", "mean")
+
+
+def history_buffer_statistic(owner, name):
+    """What the checkpoints' ``builtins.getattr`` is mapped to: HistoryBuffer's own statistic
+    methods and nothing else. The real ``getattr`` would hand a crafted file any attribute
+    (``getattr.__self__`` is the builtins module, so ``eval``; a function's ``__globals__``),
+    and mmengine calls what it unpickled (``copy.deepcopy`` of the message hub's runtime info
+    calls an instance's ``__reduce_ex__``)."""
+    if owner is HistoryBuffer and name in HISTORY_BUFFER_STATISTICS:
+        return getattr(HistoryBuffer, name)
+    what = "getattr" if owner is history_buffer_statistic else getattr(
+        owner, "__qualname__", type(owner).__name__)
+    raise pickle.UnpicklingError(
+        f"refusing getattr({what}, {name!r}) (weights_only allow-list of mmengine "
+        f"checkpoints): only HistoryBuffer's {', '.join(HISTORY_BUFFER_STATISTICS)} methods are "
+        "expected")
+
+
 # What mmengine 0.10.7's checkpoints pickle besides tensors and containers (found with
 # ``torch.serialization.get_unsafe_globals_in_checkpoint`` on seg_train checkpoints): numpy
-# arrays, scalars and dtypes of the message hub, its HistoryBuffer, and ``getattr``, with
-# which pickle stores HistoryBuffer's statistic methods. The weights-only unpickler still
-# refuses to call or build anything outside this list: ``getattr`` can fetch, not run, code.
-MMENGINE_CHECKPOINT_GLOBALS = [*_numpy_globals(), HistoryBuffer, builtins.getattr]
+# arrays, scalars and dtypes of the message hub, its HistoryBuffer, and ``builtins.getattr``
+# in torch's ``(callable, name)`` form, mapped to ``history_buffer_statistic``. The
+# weights-only unpickler refuses to call or build anything outside this list.
+MMENGINE_CHECKPOINT_GLOBALS = [*_numpy_globals(), HistoryBuffer,
+                               (history_buffer_statistic, "builtins.getattr")]
 
 
-def is_inside(path: str | Path, folder: str | Path) -> bool:
-    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+def is_run_file(path: str | Path, folder: str | Path) -> bool:
+    """``path`` is a file directly in ``folder`` (symlinks resolved), not in a sub-folder."""
+    return Path(path).resolve().parent == Path(folder).resolve()
 
 
 def run_dir_of(path: str | Path) -> Path | None:
-    """The seg_train work dir holding ``path`` (the nearest folder with the marker), if any."""
-    for folder in Path(path).resolve().parents:
-        if (folder / RUN_MARKER).is_file():
-            return folder
-    return None
+    """The seg_train work dir holding ``path``: its own folder, when that folder holds the
+    marker. An ancestor's marker does not count: anything may lie in a work dir's sub-folders
+    (the test folders, a copied file)."""
+    folder = Path(path).resolve().parent
+    return folder if (folder / RUN_MARKER).is_file() else None
 
 
 @contextmanager
 def checkpoint_trust(path: str | Path, trusted_dir: str | Path | None):
-    """Allow mmengine's checkpoint globals while loading ``path`` iff it lies in
+    """Allow mmengine's checkpoint globals while loading ``path`` iff it lies directly in
     ``trusted_dir`` and that folder is a seg_train work dir; explain a weights_only refusal."""
     trusted = (trusted_dir is not None and (Path(trusted_dir) / RUN_MARKER).is_file()
-               and is_inside(path, trusted_dir))
+               and is_run_file(path, trusted_dir))
     allow = torch.serialization.safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
     try:
         with allow if trusted else nullcontext():
@@ -78,7 +102,7 @@ def checkpoint_trust(path: str | Path, trusted_dir: str | Path | None):
         raise RuntimeError(
             f"{path} was refused by torch.load(weights_only=True): it pickles objects other "
             f"than tensors. mmengine checkpoints are trusted only inside a work dir written by "
-            f"tools/seg_train.py (one holding {RUN_MARKER}); this one is not. If you made this "
+            f"tools/seg_train.py (the file's own folder holds {RUN_MARKER}); this one is not. If you made this "
             f"file, load it from its run's work dir.\n{type(exc).__name__}: {exc}") from exc
 
 

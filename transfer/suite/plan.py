@@ -7,12 +7,13 @@ experiment row; ``select`` keeps the steps that ``--only`` names and what they n
 step is launched (one process, torchrun, SLURM) is ``runner.py``'s business.
 """
 import fnmatch
-import string
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transfer.suite.spec import ROOT, Backbone, Experiment, Suite, SuiteError
+from pretrain.arguments import random_seed
+from transfer.suite.spec import (ROOT, Backbone, Experiment, Suite, SuiteError,
+                                  placeholders)
 
 # How a task's tool is started for more than one GPU: torchrun, or it spawns its own processes
 SPAWN = {"segmentation": "torchrun", "detection": "self", "classification": "torchrun"}
@@ -28,7 +29,7 @@ RECALIBRATE_OPTIONS = {"images": "--images", "image_size": "--image-size", "resi
 
 def fill(text: str, values: dict[str, str], where: str) -> str:
     """Replace ``{name}`` placeholders; an unknown one is an error naming ``where``."""
-    names = [f for _, f, _, _ in string.Formatter().parse(text) if f]
+    names = placeholders(text, where)
     missing = sorted({n for n in names if n not in values})
     if missing:
         raise SuiteError(f"{where}: unknown placeholder(s) {', '.join('{' + m + '}' for m in missing)}"
@@ -87,8 +88,11 @@ def backbone_source(backbone: Backbone, work_dir: Path, values: dict[str, str],
     if backbone.source is None:
         return str(work_dir / "pretrain" / backbone.name / "backbone.pth")
     source = fill(backbone.source, values, where)
-    if source == "random" or source.startswith("random:"):
-        return source
+    try:
+        if random_seed(source) is not None:
+            return source
+    except ValueError as exc:  # random:abc
+        raise SuiteError(f"{where}: {exc}") from None
     return str(Path(source).expanduser().resolve())
 
 

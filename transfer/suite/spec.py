@@ -40,6 +40,7 @@ each in ``<row folder>/seed<k>`` and given its seed (``--seed k``, detectron2's 
 without it (or N = 1) a row is one step that passes no seed (the tool's default).
 """
 import fnmatch
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +116,47 @@ class Suite:
 
 def _fail(path, text: str):
     raise SuiteError(f"{path}: {text}")
+
+
+def placeholders(text: str, where: str) -> list[str]:
+    """The ``{name}`` placeholders of the suite string ``text``. ``SuiteError`` naming
+    ``where`` for a lone brace, a format spec or conversion (``{seed:>4}``, ``{arch!r}``), an
+    attribute or index (``{arch.upper}``), or an empty ``{}``: str.format would fail with a
+    traceback, or pad, convert or look up silently. ``{{`` and ``}}`` are literal braces."""
+    expected = ("expected {name} placeholders only (no format spec, conversion, attribute or "
+                "index); write {{ and }} for literal braces")
+    try:
+        fields = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise SuiteError(f"{where}: {text!r}: {exc}; {expected}") from None
+    names = []
+    for _, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if spec or conversion or not name.isidentifier():
+            shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            raise SuiteError(f"{where}: {text!r}: placeholder {{{shown}}}: {expected}")
+        names.append(name)
+    return names
+
+
+def _check_strings(path, where: str, texts, known: set[str]) -> None:
+    """Every placeholder of ``texts`` well formed and known (a built-in or a variable)."""
+    for text in texts:
+        unknown = sorted({n for n in placeholders(text, f"{path}: {where}") if n not in known})
+        if unknown:
+            _fail(path, f"{where}: unknown placeholder(s) "
+                        f"{', '.join('{' + n + '}' for n in unknown)} in {text!r}; known here: "
+                        f"{', '.join(sorted(known))}")
+
+
+def _check_variable(path, where: str, value: str) -> None:
+    """Variables are substituted as written: a brace in one would reach the command line as
+    is (``{other}`` not filled), so none is allowed."""
+    if "{" in value or "}" in value:
+        _fail(path, f"{where} = {value!r}: expected a plain value; variables are substituted "
+                    "as written, placeholders inside them are not filled (use the placeholder "
+                    "in the string that uses the variable)")
 
 
 def _check_keys(path, where: str, entry, allowed: set[str]) -> dict:
@@ -206,10 +248,13 @@ def load_suite(path: str | Path, variables: dict[str, str] | None = None) -> Sui
             _fail(path, f"needs a non-empty '{key}' mapping")
 
     defaults = {str(k): str(v) for k, v in (raw.get("variables") or {}).items()}
+    for key, value in defaults.items():
+        _check_variable(path, f"variables.{key}", value)
     for key, value in (variables or {}).items():
         if key not in defaults:
             _fail(path, f"--set {key}=...: the suite has no variable {key!r}; its variables: "
                         f"{', '.join(sorted(defaults)) or 'none'}")
+        _check_variable(path, f"--set {key}", value)
         defaults[key] = value
     clash = sorted(set(defaults) & set(BUILTINS))
     if clash:
@@ -243,6 +288,14 @@ def load_suite(path: str | Path, variables: dict[str, str] | None = None) -> Sui
 
     experiments = {str(name): _load_experiment(path, str(name), entry)
                    for name, entry in raw["experiments"].items()}
+    known = set(BUILTINS) | set(defaults)
+    for bb in backbones.values():
+        pretrain = bb.pretrain or {"config": "", "overrides": []}
+        _check_strings(path, f"backbones.{bb.name}",
+                       [bb.source or "", pretrain["config"], *pretrain["overrides"]], known)
+    for exp in experiments.values():
+        _check_strings(path, f"experiments.{exp.name}",
+                       [exp.config or "", *(exp.command or []), *exp.options], known)
 
     paper = Path(str(raw.get("paper_results", "configs/suites/paper_results.yaml")))
     return Suite(name=str(raw.get("name", path.stem)), path=path,
