@@ -1,6 +1,6 @@
 """Command-line values checked where they are parsed: argparse ``type=`` functions that turn a
 meaningless value into argparse's own error (``PROG: error: argument --k: 0: expected an
-integer >= 1``, exit status 2) before any work, and ``UsageError`` for the same kind of error
+integer >= 1``, exit status 2) before any work, and ``usage_error`` for the same kind of error
 found after parsing (a config key, a suite file). Standard library only.
 """
 import argparse
@@ -9,20 +9,26 @@ import math
 import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 # numpy's legacy seeding (np.random.seed, RandomState) takes seeds in [0, 2**32 - 1]
 SEED_LIMIT = 2**32
 
 
 class UsageError(SystemExit):
-    """A bad argument or config value, found before any work: its one-line message goes to
-    stderr and the exit status is 2, as for argparse's own errors. ``str()`` is the message
-    (tests read it there); raise it where it is made."""
+    """A bad argument or config value, found before any work: exit status 2, as for
+    argparse's own errors; ``str()`` is the message. Raised by ``usage_error``, which prints
+    the message first (SystemExit prints nothing when its code is a number)."""
 
     def __init__(self, message: str):
         super().__init__(message)
         self.code = 2
-        print(message, file=sys.stderr)
+
+
+def usage_error(message: str) -> NoReturn:
+    """Print ``message`` (one line) to stderr and exit with status 2."""
+    print(message, file=sys.stderr)
+    raise UsageError(message)
 
 
 def _fail(text: str, expected: str):

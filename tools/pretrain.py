@@ -22,7 +22,7 @@ import sys
 
 import _bootstrap  # noqa: F401
 
-from pretrain.arguments import UsageError
+from pretrain.arguments import usage_error
 from pretrain.config import check_pretrain_config, load_config
 from pretrain.files import OutputWriteError
 from pretrain.slurm import Requeueable, add_slurm_args, submit
@@ -53,7 +53,7 @@ def main(argv=None):
         # a SLURM job's processes are known now; under torchrun, train() checks its own count
         check_pretrain_config(cfg, args.nodes * args.gpus_per_node if args.slurm else 1)
     except (KeyError, TypeError, ValueError, FileNotFoundError) as exc:  # exit 2, as argparse
-        raise UsageError(f"error: {exc.args[0] if exc.args else exc}") from exc
+        usage_error(f"error: {exc.args[0] if exc.args else exc}")
     if args.print_config:
         print(json.dumps(cfg, indent=2))
         return 0

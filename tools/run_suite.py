@@ -36,7 +36,7 @@ import sys
 
 import _bootstrap  # noqa: F401
 
-from pretrain.arguments import UsageError, int_at_least, json_object
+from pretrain.arguments import int_at_least, json_object, usage_error
 from pretrain.config import data_root as default_data_root
 from pretrain.preflight import check_output_dir
 from transfer.suite.plan import make_plan, select
@@ -136,7 +136,7 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     values = {}
     for pair in pairs:
         if "=" not in pair:
-            raise UsageError(f"error: --set {pair!r}: expected KEY=VALUE")
+            usage_error(f"error: --set {pair!r}: expected KEY=VALUE")
         key, value = pair.split("=", 1)
         values[key.strip()] = value
     return values
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
                          pretrain_gpus=args.pretrain_gpus)
         steps = select(plan, args.only)
     except SuiteError as exc:  # the suite file or --set: a usage error, exit 2 as argparse's
-        raise UsageError(f"error: {exc}") from exc
+        usage_error(f"error: {exc}")
     except OSError as exc:
         raise SystemExit(f"error: {exc}") from exc
     if args.dry_run:
