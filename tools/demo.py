@@ -78,6 +78,7 @@ PRIORS = {
 }
 ROLES = {"local": "vicregl", "global_": "vicreg", "floor": "random"}  # demo_cpu.yaml names
 PCA_IMAGES = 2
+PCA_STAGES, PCA_CELL = (4,), 2
 
 
 def parse_args(argv=None):
@@ -180,7 +181,10 @@ def make_pictures(plan, out_dir: Path) -> Path | None:
             print(f"  {bb.label}: no PCA map, {step.source} does not exist (pretraining not run)")
     if not chosen:
         return None
-    return write_pca_maps(chosen, plan.data_root, out_dir / "pca_maps.png", count=PCA_IMAGES)
+    # the last stage, what the local criterion trains, read on a 2-pixel grid (shifted
+    # inputs): it shows which regions a backbone groups; stages 1-3 mostly follow the pixels
+    return write_pca_maps(chosen, plan.data_root, out_dir / "pca_maps.png", count=PCA_IMAGES,
+                          stages=PCA_STAGES, cell=PCA_CELL)
 
 
 def report(plan, suite, args, written: dict, pca: Path | None) -> None:

@@ -271,10 +271,10 @@ def voc_fit_images(data_root: str | Path, count: int = FIT_IMAGES,
 
 
 def backbone_maps(model: torch.nn.Module, images: list[np.ndarray], shown: int,
-                  stages=STAGES) -> list[np.ndarray]:
+                  stages=STAGES, cell: int | None = None) -> list[np.ndarray]:
     """(H, W, 3) maps of the first ``shown`` of ``images``: ``dense_features`` of ``stages``
-    projected on the PCA fitted on the cells of all ``images``."""
-    features = [dense_features(model, image, stages) for image in images]
+    (on ``cell``-pixel cells) projected on the PCA fitted on the cells of all ``images``."""
+    features = [dense_features(model, image, stages, cell) for image in images]
     basis = fit_pca(fit_cells(features))
     return [upsample(pca_rgb(f, basis), *image.shape[:2])
             for f, image in zip(features[:shown], images)]
@@ -282,7 +282,7 @@ def backbone_maps(model: torch.nn.Module, images: list[np.ndarray], shown: int,
 
 def write_pca_maps(backbones: list[tuple[str, str, str]], data_root: str | Path,
                    path: str | Path, count: int = 2, stages=STAGES,
-                   fit_count: int = FIT_IMAGES) -> Path:
+                   fit_count: int = FIT_IMAGES, cell: int | None = None) -> Path:
     """The PCA figure for ``backbones`` = [(label, arch, source)] on ``count`` VOC validation
     images of ``data_root``, each backbone's PCA fitted on up to ``fit_count`` images of the
     layout (the same for every backbone); returns the PNG's path."""
@@ -293,8 +293,8 @@ def write_pca_maps(backbones: list[tuple[str, str, str]], data_root: str | Path,
     for label, arch, source in backbones:
         model = load_backbone(arch, source)
         strides = stage_strides(model)
-        cells.setdefault(min(strides[s - 1] for s in stages), []).append(label)
-        maps[label] = backbone_maps(model, fit_images, len(samples), stages)
+        cells.setdefault(cell or min(strides[s - 1] for s in stages), []).append(label)
+        maps[label] = backbone_maps(model, fit_images, len(samples), stages, cell)
     sizes = ", ".join(f"{size}-pixel cells" + (f" ({', '.join(names)})" if len(cells) > 1 else "")
                       for size, names in cells.items())
     palette = ds.voc_palette()
