@@ -63,17 +63,20 @@ def check_rows(suite: Path) -> None:
     knn = json.loads((suite / "runs/vicreg/imagenet_knn/seed0/metrics.json").read_text())
     assert knn["task"] == "classification" and 0.0 <= knn["metrics"]["top1"] <= 100.0
     seg = json.loads((suite / "runs/vicregl/voc_linear/seed0/metrics.json").read_text())
-    assert seg["backbone"]["source"].endswith("pretrain/vicregl/backbone.pth")
+    # every evaluation reads the backbone whose BatchNorm statistics were recomputed
+    assert seg["backbone"]["source"].endswith("backbones/vicregl/backbone.pth")
+    assert seg["backbone"]["bn_recalibration"]["images"] == 64  # the whole --quick train split
     config = json.loads((suite / "pretrain/vicregl/config.json").read_text())
-    assert config["loss"]["alpha"] == 0.75 and config["model"]["arch"] == "convnext_mini"
+    assert config["loss"]["alpha"] == 0.75 and config["model"]["arch"] == "resnet_nano"
+    assert config["data"]["pipeline"] == "memory"
 
 
 def check_output(out: str, suite: Path) -> None:
     for stage in range(1, 6):
         assert f"[demo {stage}/5]" in out
     assert re.search(r"\[demo\] \d+/\d+ steps done.*ETA ~\d+m\d\ds", out)
-    for step in ("pretrain:vicregl", "convert:random", "random/voc_nn/seed0",
-                 "vicreg/imagenet_knn/seed0"):
+    for step in ("pretrain:vicregl", "recalibrate:random", "convert:random",
+                 "random/voc_nn/seed0", "vicreg/imagenet_knn/seed0"):
         assert f"] {step} (" in out and f"finished {step} in " in out, step
     # a row's seeds run in one process (--seeds), each seed still has its own result line
     assert "] vicregl/voc_linear/seed{0,1} in one process (" in out
@@ -88,6 +91,8 @@ def check_output(out: str, suite: Path) -> None:
     assert re.search(r"VICReg \(alpha=1\) >= VICRegL \(alpha=0\.75\): difference [-+][0-9.]+, "
                      r"spread unknown \(one seed\)", out)  # k-NN: 1 seed
     assert re.search(r"SUMMARY: .* reached on \d of 2 dense task\(s\).*; 4 without results", out)
+    assert re.search(r"SUMMARY: VICReg \(alpha=1\) and VICRegL \(alpha=0\.75\) > random init on "
+                     r"\d of 3 task\(s\)", out)
     # the pictures exist and their paths are printed
     listed = out.split("pictures:")[1].split("demo finished")[0]
     table = suite / "table"
