@@ -184,3 +184,14 @@ def test_a_scan_with_two_link_loops_ends(folder):
         pytest.fail("the scan did not end within 60 s")
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout) == 6
+
+
+def test_the_global_evaluation_scans_its_image_folders_the_same_way(folder):
+    """tools/cls_eval.py reads torchvision ImageFolders: the same scan, each file once."""
+    from torchvision import datasets
+
+    from transfer.evaluation.classification import ImageFolderOnce
+
+    plain = datasets.ImageFolder(str(folder / "train"))
+    os.symlink(".", sorted((folder / "train").iterdir())[0] / "self")
+    assert ImageFolderOnce(str(folder / "train")).samples == plain.samples
