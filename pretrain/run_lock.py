@@ -135,15 +135,19 @@ def _lock(path: Path, what: str, folder: Path, hint: str) -> int | None:
         os.close(fd)
 
 
+def rank_zero_lock(folder: str | os.PathLike, what: str, hint: str = ""):
+    """``folder_lock`` on rank 0 of a launcher; a no-op on the other ranks, which share rank
+    0's folder and its lock."""
+    return folder_lock(folder, what, hint) if launcher_rank() == 0 else nullcontext()
+
+
 class LockedCall:
-    """``fn(*args)`` under ``folder_lock(folder, what)`` on rank 0 of a launcher (the other
-    ranks share rank 0's folder and its lock). Picklable, for submitit jobs."""
+    """``fn(*args)`` under ``rank_zero_lock(folder, what, hint)``. Picklable, for submitit
+    jobs."""
 
     def __init__(self, fn, folder: str | os.PathLike, what: str, hint: str = ""):
         self.fn, self.folder, self.what, self.hint = fn, str(folder), what, hint
 
     def __call__(self, *args, **kwargs):
-        lock = (folder_lock(self.folder, self.what, self.hint) if launcher_rank() == 0
-                else nullcontext())
-        with lock:
+        with rank_zero_lock(self.folder, self.what, self.hint):
             return self.fn(*args, **kwargs)
