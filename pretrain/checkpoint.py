@@ -119,9 +119,9 @@ def save_training_state(path: Path, *, model: nn.Module, optimizer: torch.optim.
 # Config keys a resumed run may change: where files go, how often it logs and saves, how
 # fast it goes, where it stops and where the data is read; none changes what it computes
 # (the data order and the augmentation depend on the seed, not on the workers or the reader;
-# the pipeline, the device and the fused forms change the floating-point arithmetic only). A change is named
-# in the log. Every other key changes the run (its model, loss, data, schedule or batches):
-# a resume that changes one is refused, naming each.
+# the pipeline, the device and the fused forms change the floating-point arithmetic only). A
+# change is named in the log. Every other key changes the run (its model, loss, data, schedule
+# or batches): a resume that changes one is refused, naming each.
 RESUME_MAY_CHANGE = frozenset({
     "recipe", "run.output_dir", "run.log_every_steps", "run.checkpoint_every_steps",
     "run.export_backbone", "run.check_finite_every_steps", "run.device", "run.compile",
