@@ -21,6 +21,7 @@ from . import distributed as dist_utils
 from .checkpoint import read_resume_checkpoint, restore_training_state
 from .config import check_pretrain_config, data_root
 from .data import build_dataset
+from .files import write_json
 from .model import VICRegL
 from .optim import Schedule, build_optimizer, run_schedule, weight_decay_for
 from .pipeline import build_pipeline
@@ -159,10 +160,10 @@ class Run:
 
 
 def _open_output(cfg: dict, out: Path, sha: str, world: int, device: torch.device) -> None:
-    """Rank 0: check and create the run's folder, write its config, log what runs where."""
-    check_output_dir(out, "run.output_dir")
+    """Rank 0, once every check passed: create the run's folder, write its config, log what
+    runs where."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    write_json(out / "config.json", cfg)
     log.info("git %s | recipe %s | %d process(es) on %s", sha, cfg["recipe"], world, device)
     log.info("config %s", json.dumps(cfg))
 
@@ -196,9 +197,10 @@ def checkpoint_bytes(model: nn.Module, optimizer: str) -> int:
 
 def build_run(cfg: dict, data_root_override: str | None = None) -> Run:
     """The run of ``cfg`` in this process (one, torchrun or SLURM), resumed from
-    ``run.output_dir/checkpoint.pth`` when present. The config and the checkpoint are checked
-    before anything in the folder is written; the order of the RNG draws below (model
-    initialisation after seeding, RNG states restored last) is part of exact resumption."""
+    ``run.output_dir/checkpoint.pth`` when present. The config, the checkpoint (its config
+    too) and its load into the model and optimiser all pass before anything in the folder is
+    written; the order of the RNG draws below (model initialisation after seeding, RNG states
+    restored last) is part of exact resumption."""
     rank, world, local_rank = dist_utils.init_distributed()
     setup_console(rank)
     check_pretrain_config(cfg, world)
@@ -207,11 +209,16 @@ def build_run(cfg: dict, data_root_override: str | None = None) -> Run:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: autotuned kernels (official)
     out = Path(run["output_dir"])
+    if rank == 0:  # a file in the way, a read-only disk: named before any input is read
+        check_output_dir(out, "run.output_dir")
     ckpt_path = out / CHECKPOINT_NAME
     resume = read_resume_checkpoint(ckpt_path, cfg) if ckpt_path.is_file() else None
+    saved_world = (resume or {}).get("sampler", {}).get("world_size", world)
+    if rank == 0 and saved_world != world:
+        log.warning("resuming a run of %d process(es) with %d: the same batches, but each "
+                    "process's random draws (drop path) and BatchNorm statistics differ",
+                    saved_world, world)
     sha = git_sha()
-    if rank == 0:
-        _open_output(cfg, out, sha, world, device)
     _seed(run["seed"] + rank)
     base = build_base_dataset(cfg, data_root_override)
     num_classes = getattr(base, "num_classes", None) if run["probe"] else None
@@ -235,6 +242,8 @@ def build_run(cfg: dict, data_root_override: str | None = None) -> Run:
         step, corrupt = restore_training_state(resume, ckpt_path, model=parts.model,
                                                optimizer=parts.optimizer, scaler=parts.scaler,
                                                rank=rank)
+    if rank == 0:  # nothing in the folder changed before this point
+        _open_output(cfg, out, sha, world, device)
     train_model = wrap_for_training(parts.model, cfg, device, world)
     logger = RunLogger(out, enabled=rank == 0)
     logger.truncate_after(step)

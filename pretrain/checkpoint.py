@@ -118,9 +118,47 @@ def save_training_state(path: Path, *, model: nn.Module, optimizer: torch.optim.
                 path)
 
 
+# Config keys a resumed run may change: where files go, how often it logs and saves, how
+# fast it goes, where it stops and where the data is read; none changes what it computes
+# (the data order and the augmentation depend on the seed, not on the workers or the reader;
+# the pipeline, the device and the fused forms change the floating-point arithmetic only). A
+# change is named in the log. Every other key changes the run (its model, loss, data, schedule
+# or batches): a resume that changes one is refused, naming each.
+RESUME_MAY_CHANGE = frozenset({
+    "recipe", "run.output_dir", "run.log_every_steps", "run.checkpoint_every_steps",
+    "run.export_backbone", "run.check_finite_every_steps", "run.device", "run.compile",
+    "run.channels_last", "optim.max_steps", "optim.fused", "model.fuse_views",
+    "model.fuse_heads", "data.num_workers", "data.max_corrupt", "data.pipeline", "data.root",
+    "data.list_file"})
+
+
+def _flat(cfg: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_changes(saved: dict, cfg: dict) -> tuple[list[str], list[str]]:
+    """(refused, allowed): ``key: saved -> new`` for every key whose value differs between
+    the checkpoint's config and this run's, split by ``RESUME_MAY_CHANGE``. Keys only one of
+    them has (a config of an older version of the code) are not compared."""
+    old, new = _flat(saved), _flat(cfg)
+    refused, allowed = [], []
+    for key in sorted(old.keys() & new.keys()):
+        if old[key] != new[key]:
+            change = f"{key}: {old[key]!r} -> {new[key]!r}"
+            (allowed if key in RESUME_MAY_CHANGE else refused).append(change)
+    return refused, allowed
+
+
 def read_resume_checkpoint(path: Path, cfg: dict) -> dict:
     """The training checkpoint to resume from, checked before any work: weights-only
-    loading (a pickle that would run code is refused), our format, the recipe's arch."""
+    loading (a pickle that would run code is refused), our format, the recipe's arch, and
+    a config that trains the same run (``config_changes``)."""
     state = load_state_file(path)
     hint = ("; the run stops and changes nothing in its folder: restore a good checkpoint.pth, "
             "or move this one aside to start from step 0")
@@ -135,6 +173,17 @@ def read_resume_checkpoint(path: Path, cfg: dict) -> dict:
         raise ValueError(f"{path} lacks {', '.join(missing)} (a damaged training "
                          f"checkpoint){hint}")
     _check_same_epochs(state, path, cfg["data"]["drop_last"])
+    if isinstance(state.get("config"), dict):
+        refused, allowed = config_changes(state["config"], cfg)
+        if refused:
+            raise ValueError(
+                f"{path} was trained with other settings, and resuming with these would change "
+                f"the run: {'; '.join(refused)}. The run stops and changes nothing in its "
+                "folder: set them back to the checkpoint's values to resume, or give another "
+                "run.output_dir to start a new run")
+        if allowed:
+            log.info("resuming %s with changed settings that do not change the run: %s", path,
+                     "; ".join(allowed))
     return state
 
 

@@ -18,6 +18,7 @@ workers, on their order, or on whether the run was resumed
 (``pretrain.sampler.ResumableDistributedSampler`` yields such indices). Unreadable images are
 reported, never silently dropped (see ``MultiCropDataset``).
 """
+import heapq
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, has_file_allowed_extension
 
 from .synthetic import NUM_CLASSES, render_world_scene
 
@@ -57,6 +58,87 @@ def load_rgb(path: str) -> Image.Image:
         raise UnreadableImageError(path, err) from err
 
 
+def _walk_once(top: str) -> list[tuple[str, list[tuple[str, int, object]]]]:
+    """``sorted(os.walk(top, followlinks=True))`` entering each real folder once (a symbolic
+    link back to a parent folder made os.walk list the images again at every level, and two
+    such links hung it), each folder by its most direct path: (folder, its files) by folder,
+    a file as (name, symbolic links followed to reach it, identity of the real file)."""
+    visited, found = set(), []
+    queue = [(0, top)]  # fewest links first
+    while queue:
+        depth, folder = heapq.heappop(queue)
+        try:
+            status = os.stat(folder)
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as err:  # os.walk skips unreadable folders too; say so
+            logger.warning("image folder: cannot list %s (%s); skipped", folder, err)
+            continue
+        if (status.st_dev, status.st_ino) in visited:
+            continue
+        visited.add((status.st_dev, status.st_ino))
+        files = []
+        for entry in entries:
+            links = depth + entry.is_symlink()
+            try:
+                is_dir = entry.is_dir()
+            except OSError:  # a link loop of its own: listed, reported when read
+                is_dir = False
+            if is_dir:
+                heapq.heappush(queue, (links, entry.path))
+            else:
+                files.append((entry.name, links, _identity(entry, status.st_dev)))
+        found.append((folder, files))
+    return sorted(found, key=lambda item: item[0])
+
+
+def _identity(entry: os.DirEntry, device: int):
+    """The real file behind a folder entry: its inode without a system call, unless it is a
+    symbolic link (then followed; a dangling one or a loop is where it resolves to, and is
+    skipped and counted when read, as any unreadable image)."""
+    if not entry.is_symlink():
+        return device, entry.inode()
+    try:
+        status = os.stat(entry.path)
+    except OSError:
+        return os.path.realpath(entry.path)
+    return status.st_dev, status.st_ino
+
+
+def scan_image_folder(root: str, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """torchvision's ``make_dataset`` (same order, extensions and empty-class error) listing
+    each real file once. Symbolic links are followed, but a file reached more than once (a
+    link to another class's folder or file, a link to a parent folder) is listed once: where
+    it was reached through the fewest links (it duplicated images, under wrong classes too),
+    else first; the others are counted in a log line."""
+    candidates = []  # (path, class index, links followed, identity)
+    for target_class in sorted(class_to_idx):
+        class_dir = os.path.join(root, target_class)
+        if not os.path.isdir(class_dir):
+            continue
+        for folder, files in _walk_once(class_dir):
+            for name, links, identity in files:
+                path = os.path.join(folder, name)
+                if has_file_allowed_extension(path, IMG_EXTENSIONS):
+                    candidates.append((path, class_to_idx[target_class], links, identity))
+    best: dict = {}
+    for position, (_, _, links, identity) in enumerate(candidates):
+        if identity not in best or links < candidates[best[identity]][2]:
+            best[identity] = position
+    kept = sorted(best.values())
+    if len(kept) < len(candidates):
+        dropped = next(c[0] for i, c in enumerate(candidates) if best[c[3]] != i)
+        logger.warning("image folder %s: %d files reached more than once through symbolic "
+                       "links are listed once (e.g. %s)", root, len(candidates) - len(kept),
+                       dropped)
+    samples = [candidates[i][:2] for i in kept]
+    labels = {label for _, label in samples}
+    empty = sorted(c for c, i in class_to_idx.items() if i not in labels)
+    if empty:
+        raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}. "
+                                f"Supported extensions are: {', '.join(IMG_EXTENSIONS)}")
+    return samples
+
+
 class ImageFolderDataset(Dataset):
     """Images in ``root/<class>/<image>``; ``root`` may be the ``train`` folder or its parent."""
 
@@ -69,7 +151,7 @@ class ImageFolderDataset(Dataset):
             root = root / "train"
         try:
             self.classes, class_to_idx = find_classes(str(root))
-            samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
+            samples = scan_image_folder(str(root), class_to_idx)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"image folder {root}: {err}; expected "
                                     f"{IMAGEFOLDER_LAYOUT}") from err

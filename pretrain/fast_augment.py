@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import InterpolationMode
@@ -49,14 +50,28 @@ def _bernoulli(p: float, g: torch.Generator) -> bool:
 
 
 def decode_file(path: str) -> torch.Tensor:
-    """(3, H, W) uint8 RGB of the image file ``path``; failures raise ``UnreadableImageError``.
+    """(3, H, W) uint8 RGB of the image file ``path``; failures raise ``UnreadableImageError``,
+    which ``MultiCropDataset`` skips, names and counts, as in the PIL pipeline.
 
     JPEG, PNG, WebP and GIF are decoded by torchvision; other formats through PIL. EXIF
-    orientation is ignored, as in the PIL pipeline."""
+    orientation is ignored, as in the PIL pipeline. The PIL pipeline's guards hold here too:
+    PIL reads the header first, so an image declaring more pixels than PIL's decompression-bomb
+    limit (2 x ``PIL.Image.MAX_IMAGE_PIXELS``) is refused before anything is decoded; 16-bit
+    PNGs come as 8 bits (the high byte), an animated GIF as its first frame."""
     if not path.lower().endswith(NATIVE_SUFFIXES):
         return pil_to_uint8(load_rgb(path))
     try:
-        return decode_image(read_file(path), mode=ImageReadMode.RGB)
+        with Image.open(path):  # the header only: PIL's size limit, as load_rgb
+            pass
+        image = decode_image(read_file(path), mode=ImageReadMode.RGB)
+        if image.ndim == 4:  # animated GIF: (frames, 3, H, W)
+            image = image[0]
+        if image.dtype == torch.uint16:  # 16-bit PNG
+            image = F.to_dtype(image, torch.uint8, scale=True)
+        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"decoded to {image.dtype} {tuple(image.shape)}; expected a "
+                             "(3, H, W) uint8 image")
+        return image
     except Exception as err:  # torchvision raises RuntimeError for corrupt or truncated data
         raise UnreadableImageError(path, err) from err
 

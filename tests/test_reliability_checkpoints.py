@@ -98,7 +98,7 @@ def test_pretraining_resume_refuses_a_relabelled_model(good, tmp_path):
 
     run = tmp_path / "run"
     state = torch.load(good["train_resnet18"], weights_only=True)
-    state["arch"] = "convnext_mini"
+    state["arch"] = state["config"]["model"]["arch"] = "convnext_mini"  # both labels
     atomic_save(state, run / "checkpoint.pth")
     before = (run / "checkpoint.pth").read_bytes()
     with pytest.raises(ValueError, match="does not fit VICRegL") as info:

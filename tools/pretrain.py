@@ -25,6 +25,7 @@ import _bootstrap  # noqa: F401
 from pretrain.arguments import usage_error
 from pretrain.config import check_pretrain_config, load_config
 from pretrain.files import OutputWriteError
+from pretrain.run_lock import FolderInUseError, LockedCall
 from pretrain.slurm import Requeueable, add_slurm_args, submit
 
 
@@ -59,15 +60,22 @@ def main(argv=None):
         return 0
     from pretrain.engine import train
 
+    # one process per run folder (rank 0 of a launcher holds it for all ranks), taken before
+    # the checkpoint is read: a second run there would train and log every step twice
+    train_locked = LockedCall(train, cfg["run"]["output_dir"], "run.output_dir",
+                              "another tools/pretrain.py trains there: wait for it to finish "
+                              "(it resumes from its checkpoint), or stop it first")
     if args.slurm:
-        submit(Requeueable(train, cfg, args.data_root), args, cfg["run"]["output_dir"],
+        submit(Requeueable(train_locked, cfg, args.data_root), args, cfg["run"]["output_dir"],
                cfg["recipe"])
         return 0
     try:
-        train(cfg, args.data_root)
+        train_locked(cfg, args.data_root)
     except (OutputWriteError, NotADirectoryError, PermissionError) as exc:
         # a full disk, a read-only or blocked output folder: named, earlier files kept
         raise SystemExit(f"error: {exc.strerror or exc}") from exc
+    except FolderInUseError as exc:
+        raise SystemExit(f"error: {exc}") from exc
     return 0
 
 

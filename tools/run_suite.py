@@ -33,12 +33,14 @@ import argparse
 import shlex
 import signal
 import sys
+from contextlib import ExitStack
 
 import _bootstrap  # noqa: F401
 
 from pretrain.arguments import int_at_least, json_object, usage_error
 from pretrain.config import data_root as default_data_root
 from pretrain.preflight import check_output_dir
+from pretrain.run_lock import FolderInUseError, folder_lock
 from transfer.suite.plan import make_plan, select
 from transfer.suite.results import RESULTS_FILE, write_results
 from transfer.suite.runner import RunOptions, SuiteRunner, launch_argv
@@ -185,9 +187,24 @@ def main(argv=None) -> int:
         usage_error(f"error: {exc}")
     except OSError as exc:
         raise SystemExit(f"error: {exc}") from exc
-    if args.dry_run:
+    if args.dry_run:  # reads the folders only: allowed beside a running suite
         print_plan(steps, plan)
         return 0
+    # one runner per work dir, held before any step's state is read: two runners started
+    # the same rows at the same time (each read `pending` before the other recorded `running`)
+    with ExitStack() as held:
+        try:
+            held.enter_context(folder_lock(
+                plan.work_dir, "--work-dir", "another tools/run_suite.py runs this suite there: "
+                "wait for it (--dry-run shows its progress), or stop it and run this command "
+                "again to resume"))
+        except (FolderInUseError, OSError) as exc:
+            raise SystemExit(f"error: {exc}") from exc
+        return _run(args, argv, plan, steps)
+
+
+def _run(args, argv: list[str], plan, steps) -> int:
+    """Collect, or run the steps and write the tables (the work dir's lock held)."""
     from transfer.suite.tables import make_tables
 
     def tables():

@@ -20,6 +20,7 @@ from torchvision import datasets, transforms
 from tqdm import tqdm
 
 from pretrain.backbones import build_backbone
+from pretrain.data import scan_image_folder
 from transfer.datasets import IMAGEFOLDER_SPLITS
 from transfer.evaluation.knn import l2_normalise, topk_cosine
 from transfer.weights import BackboneWeights, read_backbone
@@ -55,11 +56,21 @@ def train_transform(crop: int) -> transforms.Compose:
                                transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
 
 
+class ImageFolderOnce(datasets.ImageFolder):
+    """torchvision's ImageFolder listing each real file once (``scan_image_folder``, as the
+    pretraining's): a symbolic link loop made its scan list images again, or hang."""
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None,
+                     allow_empty=False):
+        return scan_image_folder(str(directory), class_to_idx)
+
+
 def _folder(path: Path, transform) -> datasets.ImageFolder:
     if not path.is_dir():
         raise FileNotFoundError(f"missing image folder {path}; expected {LAYOUT}")
     try:
-        return datasets.ImageFolder(str(path), transform)
+        return ImageFolderOnce(str(path), transform)
     except (FileNotFoundError, RuntimeError) as exc:
         raise FileNotFoundError(f"image folder {path}: {exc}; expected {LAYOUT}") from exc
 

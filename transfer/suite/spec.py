@@ -40,9 +40,12 @@ each in ``<row folder>/seed<k>`` and given its seed (``--seed k``, detectron2's 
 without it (or N = 1) a row is one step that passes no seed (the tool's default).
 """
 import fnmatch
+import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from pretrain.config import read_yaml_mapping
 
@@ -59,6 +62,13 @@ PRETRAIN_KEYS = {"config", "overrides", "gpus", "nodes"}
 RECALIBRATE_KEYS = {"images", "image_size", "resize", "dataset", "batch_size", "seed", "gpus"}
 EXPERIMENT_KEYS = {"task", "config", "command", "metric", "metrics", "gpus", "options",
                    "archs", "paper", "label", "resume", "protocol", "seeds"}
+
+# Suite, backbone and experiment names become folders (work_dirs/suites/<suite>,
+# <work dir>/pretrain/<backbone>, <work dir>/runs/<backbone>/<experiment>) and step ids that
+# --only matches as globs: one path component of plain characters, never '/', '..' or '*'
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NAME_RULE = ("1 to 64 letters, digits, '.', '_' or '-', starting with a letter or a digit "
+             "(a name is a folder of the work dir: no '/', no '..', no absolute path)")
 
 
 class SuiteError(ValueError):
@@ -169,6 +179,50 @@ def _check_keys(path, where: str, entry, allowed: set[str]) -> dict:
     return entry
 
 
+def _check_name(path, where: str, name) -> str:
+    """``name`` (a YAML key or value) as a folder name, or a ``SuiteError`` naming ``where``."""
+    text = str(name)
+    if isinstance(name, bool) or not isinstance(name, (str, int)) or not NAME.fullmatch(text):
+        shown = text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+        _fail(path, f"{where} {shown!r} is not a usable name; expected {NAME_RULE}")
+    return text
+
+
+def _check_unique(path, section: str, names) -> None:
+    """Names of one section must differ in more than letter case: on a case-insensitive file
+    system (macOS, Windows shares) two of them would share one folder."""
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            _fail(path, f"{section}.{other} and {section}.{name} differ only in letter case; "
+                        "they would share one folder on a case-insensitive file system: "
+                        "rename one")
+
+
+def _duplicate_keys(path) -> list[str]:
+    """Keys written twice in one mapping of the YAML file (YAML keeps the last silently, so a
+    copied entry replaced the first one without a word)."""
+    try:
+        root = yaml.compose(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return []  # read_yaml_mapping reports it
+    found, nodes = [], [root]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        found.append(f"{key.value!r} (line {key.start_mark.line + 1})")
+                    seen.add(key.value)
+                nodes.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            nodes.extend(node.value)
+    return found
+
+
 def _as_list(value) -> list[str]:
     if value is None:
         return []
@@ -244,8 +298,17 @@ def load_suite(path: str | Path, variables: dict[str, str] | None = None) -> Sui
         raise SuiteError(str(exc)) from exc
     _check_keys(path, "the suite", raw, SUITE_KEYS)
     for key in ("backbones", "experiments"):
-        if not raw.get(key):
+        if not isinstance(raw.get(key), dict) or not raw[key]:
             _fail(path, f"needs a non-empty '{key}' mapping")
+    duplicates = _duplicate_keys(path)
+    if duplicates:
+        _fail(path, f"key(s) written twice in one mapping: {', '.join(duplicates)}; YAML would "
+                    "keep only the last one")
+    suite_name = _check_name(path, "name" if "name" in raw else
+                             "the suite's name (its file name; set 'name:')",
+                             raw.get("name", path.stem))
+    for key in ("backbones", "experiments"):
+        _check_unique(path, key, [_check_name(path, f"{key}:", n) for n in raw[key]])
 
     defaults = {str(k): str(v) for k, v in (raw.get("variables") or {}).items()}
     for key, value in defaults.items():
@@ -298,7 +361,7 @@ def load_suite(path: str | Path, variables: dict[str, str] | None = None) -> Sui
                        [exp.config or "", *(exp.command or []), *exp.options], known)
 
     paper = Path(str(raw.get("paper_results", "configs/suites/paper_results.yaml")))
-    return Suite(name=str(raw.get("name", path.stem)), path=path,
+    return Suite(name=suite_name, path=path,
                  description=str(raw.get("description", "")).strip(), variables=defaults,
                  backbones=backbones, experiments=experiments,
                  paper_results=paper if paper.is_absolute() else ROOT / paper)
