@@ -7,9 +7,11 @@ ascending position order, not in distance order (the order decides which slots a
 together for the per-slot covariance).
 
 Exact ties between those distances occur with location grids (views sharing a box). The
-official code ranks with ``torch.sort``'s default (non-stable) algorithm, and so do we: on the
-CPU that reproduces the official figures, while a stable sort changes the local terms of the
-``multicrop_tied_locations`` reference case by up to 1e-2 relative.
+official code ranks with ``torch.sort``'s default (non-stable) algorithm, and so do we. Which
+of several exactly tied positions is kept then depends on the CPU's sort kernel, in the
+official code as here: on the machine the reference figures were made on, this reproduced the
+``multicrop_tied_locations`` case to 1e-5; on an AVX-512 machine its local terms differ by up
+to 8e-3 relative, and a stable sort by up to 1e-2 (``tests/test_loss_equivalence.py``).
 """
 import torch
 

@@ -34,6 +34,15 @@ def assert_terms_close(ours: dict, expected: dict, context: str, rtol: float = R
         assert abs(got - want) <= rtol * abs(want), f"{context} {key}: ours {got!r}, official {want!r}"
 
 
+# Exact location ties: which of the tied positions the official code keeps is whatever
+# torch.sort / topk's CPU kernel returns first (it asks for no stable order), so the official
+# figure of this case is one machine's tie-break. Measured on this project's machines: where
+# the figures were made, the default sort reproduced them to 1e-5; on an AVX-512 machine
+# (another sort kernel) the local terms differ by 7e-4 (inv), 5e-3 (var) and 8e-3 (cov)
+# relative, and a stable sort by up to 1e-2. A wrong matching rule moves them far more.
+TIE_BREAK_RTOL = {"multicrop_tied_locations.pt": 1e-2}
+
+
 @pytest.mark.parametrize("name", VECTOR_FILES)
 def test_loss_functions_match_official_vectors(name):
     case = torch.load(DATA / name, weights_only=True)
@@ -42,7 +51,7 @@ def test_loss_functions_match_official_vectors(name):
     ours = global_vicreg_terms(case["embeddings"], **coeffs)
     ours.update(local_vicreg_terms(case["maps"], case["locations"], s["num_matches"],
                                    bool(s["l2_all_matches"]), **coeffs))
-    assert_terms_close(ours, case["expected"], name)
+    assert_terms_close(ours, case["expected"], name, TIE_BREAK_RTOL.get(name, RTOL))
 
 
 def test_all_six_vector_cases_are_there():
