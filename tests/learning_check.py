@@ -32,7 +32,7 @@ from transfer.evaluation.classification import knn_classify, topk_correct  # noq
 from transfer.evaluation.dense_retrieval import (confusion, local_features,  # noqa: E402
                                                  memory_entries, predict)
 
-RECIPE = ROOT / "configs" / "pretrain" / "vicregl_resnet_nano_2x64+2x32_29e_synthetic_cpu.yaml"
+RECIPE = ROOT / "configs" / "pretrain" / "vicregl_resnet_nano_2x64+2x32_25e_synthetic_cpu.yaml"
 SIZE = 64
 
 
@@ -101,18 +101,20 @@ def score(backbone: torch.nn.Module, world: World) -> dict[str, float]:
 
 def pretrain(out: Path, steps: int, seed: int, overrides: list[str] = ()) -> torch.nn.Module:
     """``steps`` of the demo recipe on 2000 in-memory dominant-world scenes (the schedule of a
-    ``steps``-long run: warm-up over its first tenth), one thread; returns the backbone."""
+    ``steps``-long run: warm-up over its first tenth; ``steps`` 0: the recipe's own schedule,
+    800 steps), one thread; returns the backbone."""
     from pretrain.config import load_config
     from pretrain.engine import train
 
     per_epoch = 2000 // 64
+    schedule = [] if steps == 0 else [
+        f"optim.epochs={max(1, -(-steps // per_epoch))}",
+        f"optim.warmup_epochs={max(1, steps // per_epoch // 10)}", f"optim.max_steps={steps}"]
     cfg = load_config(RECIPE, [
         "data.kind=synthetic", "data.world=dominant", "data.num_images=2000",
-        f"data.image_size={SIZE}", f"optim.epochs={max(1, -(-steps // per_epoch))}",
-        f"optim.warmup_epochs={max(1, steps // per_epoch // 10)}", f"optim.max_steps={steps}",
-        f"run.seed={seed}", f"run.output_dir={out}", "run.log_every_steps=50",
-        f"run.checkpoint_every_steps={steps}", "run.export_backbone=false", "run.probe=false",
-        *overrides])
+        f"data.image_size={SIZE}", *schedule, f"run.seed={seed}", f"run.output_dir={out}",
+        "run.log_every_steps=50", "run.checkpoint_every_steps=1000", "run.export_backbone=false",
+        "run.probe=false", *overrides])
     checkpoint = train(cfg)
     model_state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
     backbone = build_backbone("resnet_nano")
@@ -129,7 +131,8 @@ def random_backbone(seed: int) -> torch.nn.Module:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=300,
+                        help="pretraining steps; 0: the recipe's own schedule (the demo's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("/tmp/learning_check"))
     parser.add_argument("overrides", nargs="*", help="pretraining config overrides")

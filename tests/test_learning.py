@@ -1,5 +1,5 @@
 """Our pretraining learns: a short pretraining of the demo recipe
-(configs/pretrain/vicregl_resnet_nano_2x64+2x32_29e_synthetic_cpu.yaml: VICRegL, resnet_nano,
+(configs/pretrain/vicregl_resnet_nano_2x64+2x32_25e_synthetic_cpu.yaml: VICRegL, resnet_nano,
 in-memory batched crops) must beat random init on k-NN classification and on dense
 nearest-neighbour retrieval by a margin, so that a change that stops learning (a wrong
 augmentation, a sign error, a dead optimiser group, a disabled loss term) fails CI.
