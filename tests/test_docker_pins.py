@@ -72,7 +72,8 @@ def pin_problems(dockerfile: str, compose: str) -> list[str]:
 
 def test_docker_pins_match_the_project():
     assert pin_problems(DOCKERFILE, COMPOSE) == []
-    assert "FROM ${CUDA_IMAGE}" in DOCKERFILE
+    # the CUDA image is the default base; the CPU variant only swaps it (see below)
+    assert "ARG BASE_IMAGE=${CUDA_IMAGE}\nFROM ${BASE_IMAGE}\n" in DOCKERFILE
 
 
 def test_a_disagreeing_pin_is_reported():
@@ -112,7 +113,7 @@ def test_installed_torch_is_the_cuda_build_the_table_says():
 
 
 def test_environment_is_built_by_the_project_scripts_and_checked():
-    assert "RUN bash tools/setup_env.sh" in DOCKERFILE
+    assert 'bash tools/setup_env.sh \\\n' in DOCKERFILE
     assert "COPY requirements/ requirements/" in DOCKERFILE
     # CUDA ops without a GPU at build time, for the listed architectures
     assert "FORCE_CUDA=1" in DOCKERFILE
@@ -121,7 +122,7 @@ def test_environment_is_built_by_the_project_scripts_and_checked():
     # the build fails unless the installed versions are the pinned ones
     for name in ("TORCH_VERSION", "TORCHVISION_VERSION", "CUDA_VERSION", "MMCV_VERSION",
                  "MMSEG_VERSION"):
-        assert "${" + name + "}" in DOCKERFILE.split("RUN bash tools/setup_env.sh", 1)[1]
+        assert "${" + name + "}" in DOCKERFILE.split("bash tools/setup_env.sh \\\n", 1)[1]
     assert "VICREGL_VENV=/opt/venv" in DOCKERFILE and "PATH=/opt/venv/bin" in DOCKERFILE
 
 
@@ -156,3 +157,45 @@ def test_compose_commands_parse_and_are_documented():
                     "docker compose -f docker/compose.yaml run --rm suite",
                     "docker compose -f docker/compose.yaml run --rm demo"):
         assert command in documented
+
+
+def test_the_cpu_variant_is_the_same_dockerfile_with_two_build_arguments():
+    """tools/docker_check.sh builds docker/Dockerfile itself, changing only the base image and
+    the ops; the OPS switch decides FORCE_CUDA and nothing else."""
+    assert sorted(p.name for p in (ROOT / "docker").iterdir()) == [
+        "Dockerfile", "Dockerfile.dockerignore", "compose.yaml"]
+    assert arg("OPS") == "cuda"
+    check = (ROOT / "tools" / "docker_check.sh").read_text()
+    assert '-f "$root/docker/Dockerfile"' in check
+    build_args = re.findall(r"--build-arg \"?(\w+)=", check)
+    assert set(build_args) == {"BASE_IMAGE", "OPS", "MAX_JOBS", "DETECTRON2_SRC"}
+    assert "--build-arg OPS=cpu" in check
+    uses = [line for line in DOCKERFILE.splitlines() if "${OPS}" in line and "FORCE_CUDA" in line]
+    assert len(uses) == 2 and all('if [ "${OPS}" = cuda ]; then export FORCE_CUDA=1; fi' in u
+                                  for u in uses)
+
+
+def test_the_image_runs_as_a_non_root_user():
+    user_lines = re.findall(r"^USER (\S+)$", DOCKERFILE, re.M)
+    assert user_lines == ["vicregl"], user_lines
+    after = DOCKERFILE.split("USER vicregl", 1)[1]
+    assert "RUN " not in after  # nothing is built as the user: the environment stays root's
+    assert int(arg("USER_UID")) >= 1000
+    assert '--uid "${USER_UID}"' in DOCKERFILE and "COPY --chown=vicregl:vicregl . ." in DOCKERFILE
+    check = (ROOT / "tools" / "docker_check.sh").read_text()
+    assert "ARG USER_UID=" in check and '--user "$uid:$uid"' in check
+
+
+def test_docker_check_refuses_an_unknown_check_before_doing_anything(tmp_path):
+    import subprocess
+    run = subprocess.run(["bash", str(ROOT / "tools" / "docker_check.sh")], capture_output=True,
+                         text=True, env={"PATH": "/usr/bin:/bin", "CHECKS": "test-fast lint",
+                                         "VICREGL_DOCKER_OUT": str(tmp_path / "out")})
+    assert run.returncode == 1
+    assert "CHECKS: unknown check 'lint' (test-fast, demo)" in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_docker_check_is_documented():
+    for doc in ("README.md", "docs/suites.md"):
+        assert "bash tools/docker_check.sh" in (ROOT / doc).read_text(), doc
