@@ -201,9 +201,10 @@ def test_bad_recalibrate_key_names_the_entry(tmp_path):
 
 def test_stale_recalibration_is_rewritten_in_place(tmp_path):
     from transfer.suite.plan import make_plan
-    from transfer.suite.runner import RunOptions, SuiteRunner
+    from transfer.suite.scheduler import set_aside_reruns_and_stale
     from transfer.suite.spec import load_suite
-    from transfer.suite.state import step_state, write_status
+    from transfer.suite.state import step_state
+    from transfer.suite.status_file import write_status
 
     plan = make_plan(load_suite(write_suite(tmp_path)), tmp_path / "w", tmp_path / "d")
     step = plan.get("recalibrate:rand")
@@ -211,7 +212,7 @@ def test_stale_recalibration_is_rewritten_in_place(tmp_path):
     step.output.write_bytes(b"old")
     write_status(step, fingerprint={"source": "random:9"}, command=step.argv[1:])
     assert step_state(step)[0] == "stale"
-    SuiteRunner(plan, [step], RunOptions())._set_aside_reruns_and_stale()
+    set_aside_reruns_and_stale([step], rerun=[])
     assert step.output.is_file()  # not moved aside: the tool rewrites it
 
 

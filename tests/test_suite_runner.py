@@ -220,14 +220,13 @@ def test_moving_a_row_aside_twice_within_one_second_keeps_both(tmp_path):
     (`Directory not empty`), seen when a stale row was redone twice quickly."""
     import types
 
-    from transfer.suite.runner import SuiteRunner
+    from transfer.suite.scheduler import move_aside
 
-    runner = SuiteRunner.__new__(SuiteRunner)  # _move_aside uses nothing of the runner
     step = types.SimpleNamespace(folder=tmp_path / "exp_a")
     for content in ("first", "second"):
         step.folder.mkdir()
         (step.folder / "metrics.json").write_text(content)
-        runner._move_aside(step, "stale")
+        move_aside(step, "stale")
     moved = sorted(tmp_path.glob("exp_a.stale-*"))
     assert [(m / "metrics.json").read_text() for m in moved] == ["first", "second"]
 
@@ -269,6 +268,40 @@ def test_slurm_launcher_through_submitit(tmp_path):
     assert status["state"] == "finished" and status["job_id"]
     results = json.loads((work / "results.json").read_text())
     assert {r["status"] for r in results["rows"] if r["backbone"] == "bb_random"} == {"finished"}
+
+
+def test_slurm_pretraining_submits_itself_and_is_recorded_like_a_job(tmp_path, capsys):
+    """The other SLURM path: tools/pretrain.py --slurm submits itself (a stand-in prints what
+    it prints); its submission is recorded as a submitit job's is, and a failed one fails."""
+    import types
+
+    from transfer.suite.launch_slurm import SlurmLauncher
+    from transfer.suite.options import RunOptions
+    from transfer.suite.state import step_state
+    from transfer.suite.status_file import read_status
+
+    def pretraining(name: str, code: str):
+        folder = tmp_path / name
+        return types.SimpleNamespace(
+            id=f"pretrain:{name}", kind="pretrain", folder=folder, log=folder / "suite.log",
+            output=folder / "backbone.pth", source="", nodes=2, gpus=8,
+            argv=[sys.executable, "-c", code, "--config", "c.yaml"])
+
+    launcher = SlurmLauncher("s", RunOptions(launcher="slurm", partition="p", timeout_min=5))
+    ok = pretraining("ok", "import sys; print('submitted job 4242', sys.argv[1:])")
+    launcher.submit(ok)
+    status = read_status(ok)
+    assert status["state"] == "submitted" and status["job_id"] == "4242"
+    assert status["command"] == ok.argv[1:] and status["gpus"] == 8
+    assert ("['--config', 'c.yaml', '--slurm', '--nodes', '2', '--gpus-per-node', '8', "
+            "'--timeout-min', '5', '--partition', 'p']") in ok.log.read_text()
+    assert "submitted pretrain:ok as job 4242" in capsys.readouterr().out
+    assert launcher.submitted == {}  # --wait waits for submitit jobs of this process only
+    bad = pretraining("bad", "import sys; print('no partition'); sys.exit(2)")
+    launcher.submit(bad)
+    assert read_status(bad)["state"] == "failed" and read_status(bad)["returncode"] == 2
+    assert step_state(bad) == ("failed", f"return code 2, log {bad.log}")
+    assert f"FAILED   pretrain:bad: submission failed; log {bad.log}" in capsys.readouterr().out
 
 
 def test_suite_file_errors_name_the_file_and_entry(tmp_path):
@@ -315,7 +348,7 @@ def test_paper_suites_expand_to_the_real_commands(tmp_path):
     assert seg.argv[1:4] == ["tools/seg_train.py",
                              "configs/segmentation/linear_resnet50_voc12aug_40k.py", "--checkpoint"]
     assert seg.needs == ["convert:official_r50_alpha0.75"] and "--launcher" in seg.argv
-    from transfer.suite.runner import launch_argv
+    from transfer.suite.processes import launch_argv
 
     assert launch_argv(seg)[1:5] == ["-m", "torch.distributed.run", "--standalone",
                                      "--nproc_per_node=8"]

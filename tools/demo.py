@@ -152,7 +152,6 @@ def run_suite(plan, steps, args, variables: dict, mode: str) -> int:
     """Stage 2: the runner (per-step lines) under the overall progress monitor."""
     from transfer.suite.demo_progress import ProgressMonitor
     from transfer.suite.runner import RunOptions, SuiteRunner
-    from transfer.suite.state import framework_missing
 
     hint = (f"python tools/run_suite.py {SUITE.relative_to(ROOT)} --work-dir {plan.work_dir} "
             f"--data-root {plan.data_root} --pretrain"
@@ -160,8 +159,7 @@ def run_suite(plan, steps, args, variables: dict, mode: str) -> int:
     options = RunOptions(jobs=args.jobs, pretrain=True, heartbeat_s=args.heartbeat,
                          stream=args.stream, retry_hint=hint + " --group-seeds",
                          group_seeds=True)  # a row's seeds in one process: start-up paid once
-    skipped = {s.id for s in steps if framework_missing(s)[0]}  # will not run
-    with ProgressMonitor(steps, PRIORS[mode], args.jobs, args.progress_every, skipped):
+    with ProgressMonitor(steps, PRIORS[mode], args.jobs, args.progress_every):
         return SuiteRunner(plan, steps, options).run()
 
 

@@ -43,9 +43,10 @@ from pretrain.preflight import check_output_dir
 from pretrain.run_lock import FolderInUseError, folder_lock
 from transfer.suite.plan import make_plan, select
 from transfer.suite.results import RESULTS_FILE, write_results
-from transfer.suite.runner import RunOptions, SuiteRunner, launch_argv
+from transfer.suite.processes import launch_argv
+from transfer.suite.runner import RunOptions, SuiteRunner
 from transfer.suite.spec import SuiteError, load_suite
-from transfer.suite.state import framework_missing, step_state
+from transfer.suite.state import step_state
 
 
 def _add_plan_args(parser) -> None:
@@ -163,8 +164,6 @@ def print_plan(steps, plan) -> None:
           f"data root {plan.data_root}")
     for step in steps:
         state, reason = step_state(step)
-        if state == "pending" and framework_missing(step)[0]:
-            state, reason = framework_missing(step)
         print(f"{step.id}  [{state}{': ' + reason if reason and state != 'pending' else ''}]")
         print(f"    {' '.join(shlex.quote(a) for a in launch_argv(step))}")
 

@@ -5,8 +5,11 @@ A suite file becomes numbers in four steps, one module each:
 - ``spec``: read and check the suite file (backbones, experiments, variables);
 - ``plan``: expand it into steps (pretraining, conversion, each experiment and seed), each with
   its folder, command line and dependencies; ``--only`` selects among them;
-- ``runner``: run the steps, resumable, on this machine or on SLURM; ``state`` reads a step's
-  state from its folder (finished, stale, failed, ...), ``results`` writes results.json;
+- ``runner``: run the steps, resumable: ``scheduler`` says which step can start, a launcher
+  runs it on this machine (``launch_local``, ``processes``) or on SLURM (``launch_slurm``),
+  ``report`` prints the summary; ``state`` is the one place that decides a step's state
+  (finished, stale, failed, ...) from its folder (``status_file``: its record), and
+  ``results`` writes results.json with it;
 - ``tables`` and ``plots``: results.json -> table.md / .csv / .tex / .png and the figures;
   ``seeds`` gives a seeded row its mean, std and count.
 

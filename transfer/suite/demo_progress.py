@@ -15,9 +15,12 @@ from datetime import datetime
 
 from pretrain.durations import duration
 from transfer.suite.plan import Step
-from transfer.suite.state import read_status, step_state
+from transfer.suite.state import step_state
+from transfer.suite.status_file import read_status
 
-DONE_STATES = ("finished", "failed", "blocked", "missing_extra", "skipped")
+# states that will not run in this run (finished, failed before, or unable to start: a missing
+# framework is one of them, state.step_state); interrupted, stale and pending steps will
+DONE_STATES = ("finished", "failed", "blocked", "missing_extra")
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,8 @@ def _started(status: dict) -> float | None:
         return None
 
 
-def read_timing(step: Step, skipped: set[str]) -> Timing:
-    """The step's Timing from its files; ``skipped``: ids that will not run in this run (their
-    framework is missing), counted as done."""
+def read_timing(step: Step) -> Timing:
+    """The step's Timing from its state (``state.step_state``) and its files."""
     state, _ = step_state(step)
     status = read_status(step)
     kind = step_kind(step)
@@ -87,7 +89,7 @@ def read_timing(step: Step, skipped: set[str]) -> Timing:
     if state == "running":
         start = _started(status)
         return Timing(kind, "running", elapsed=time.time() - start if start else 0.0)
-    if step.id in skipped or state in DONE_STATES:
+    if state in DONE_STATES:
         return Timing(kind, "done")
     return Timing(kind, "todo")
 
@@ -96,15 +98,15 @@ class ProgressMonitor:
     """Prints ``progress_line`` every ``every`` seconds while a suite runs (a daemon thread)."""
 
     def __init__(self, steps: list[Step], priors: dict[str, float], jobs: int, every: float,
-                 skipped: set[str] | None = None, printer=print):
+                 printer=print):
         self.steps, self.priors, self.jobs, self.every = steps, priors, jobs, every
-        self.skipped, self.printer = skipped or set(), printer
+        self.printer = printer
         self.start = time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def line(self) -> str:
-        timings = [read_timing(s, self.skipped) for s in self.steps]
+        timings = [read_timing(s) for s in self.steps]
         running = [s.id for s, t in zip(self.steps, timings) if t.state == "running"]
         expected = expected_durations(timings, self.priors)
         return progress_line(timings, running, expected, self.jobs, time.time() - self.start)

@@ -1,15 +1,16 @@
-"""``WORK_DIR/results.json``: one row per backbone x experiment with its state, metrics, cost
-and protocol fingerprint (a seeded row: the mean and std over its seeds, each seed's record
-kept), and the pretraining steps; read from the files on disk, rewritten atomically after
-every step, and what tools/make_table.py reads.
+"""``WORK_DIR/results.json``: one row per backbone x experiment with its state (decided by
+``state.step_state``), metrics, cost and protocol fingerprint (a seeded row: the mean and std
+over its seeds, each seed's record kept), and the pretraining steps; read from the files on
+disk, rewritten atomically after every step, and what tools/make_table.py reads.
 """
 import sys
 from pathlib import Path
 
+from pretrain.files import write_json
 from transfer.suite.plan import Plan, Step
 from transfer.suite.seeds import aggregate_metrics, row_state
-from pretrain.files import write_json
-from transfer.suite.state import framework_missing, now_utc, read_status, step_state
+from transfer.suite.state import Verdicts, step_state
+from transfer.suite.status_file import now_utc, read_status
 
 RESULTS_FILE = "results.json"
 
@@ -20,28 +21,12 @@ def _numbers(metrics: dict) -> dict:
             if k != "per_class"}
 
 
-def _row_state(step: Step, blocked: dict[str, str], missing: dict[str, str]) -> tuple[str, str]:
-    """The step's state for the tables: the runner's verdict (blocked, missing_extra) when it
-    did not finish, a missing framework for a pending step (``--collect-only``)."""
-    state, reason = step_state(step)
-    if state == "finished":
-        return state, reason
-    if step.id in missing:
-        return "missing_extra", missing[step.id]
-    if step.id in blocked:
-        return "blocked", blocked[step.id]
-    if state == "pending":
-        kind, why = framework_missing(step)
-        if kind:
-            return kind, why
-    return state, reason
-
-
-def _step_record(step: Step, blocked: dict[str, str], missing: dict[str, str]) -> dict:
-    """One step's state, metrics, cost and protocol fingerprint, from the files on disk."""
+def _step_record(step: Step, verdicts: Verdicts) -> dict:
+    """One step's state (``state.step_state``), metrics, cost and protocol fingerprint, from
+    the files on disk."""
     from transfer.metrics import read_metrics
 
-    state, reason = _row_state(step, blocked, missing)
+    state, reason = step_state(step, verdicts)
     record = {"id": step.id, "seed": step.seed, "status": state, "reason": reason,
               "log": str(step.log), "metrics_path": str(step.output),
               "runner_wall_s": read_status(step).get("wall_s"), "metrics": None, "cost": None,
@@ -84,7 +69,7 @@ def _seeded_row(records: list[dict]) -> dict:
             "reference_settings": first.get("reference_settings"), "seeds": records}
 
 
-def _row(steps: list[Step], blocked: dict[str, str], missing: dict[str, str]) -> dict:
+def _row(steps: list[Step], verdicts: Verdicts) -> dict:
     step = steps[0]
     exp, bb = step.experiment, step.backbone
     row = {"id": step.row, "backbone": bb.name, "backbone_label": bb.label, "arch": bb.arch,
@@ -92,7 +77,7 @@ def _row(steps: list[Step], blocked: dict[str, str], missing: dict[str, str]) ->
            "experiment_label": exp.label, "paper_experiment": exp.paper, "task": exp.task,
            "task_protocol": exp.protocol or None, "metric": exp.metric,
            "metrics_shown": [exp.metric] + exp.metrics}
-    records = [_step_record(s, blocked, missing) for s in steps]
+    records = [_step_record(s, verdicts) for s in steps]
     if step.seed is None:
         record = records[0]
         del record["id"], record["seed"]
@@ -103,23 +88,23 @@ def _row(steps: list[Step], blocked: dict[str, str], missing: dict[str, str]) ->
     return row
 
 
-def collect(plan: Plan, blocked: dict[str, str] | None = None,
-            missing: dict[str, str] | None = None) -> dict:
-    """Everything the tables need, from the files on disk (not from memory): one row per
-    backbone x experiment (a seeded row holds its seeds), the pretraining steps."""
+def collect(plan: Plan, verdicts: Verdicts | None = None) -> dict:
+    """Everything the tables need, from the files on disk: one row per backbone x experiment
+    (a seeded row holds its seeds), the pretraining steps. ``verdicts``: the runner's, during a
+    run (why it did not start a step)."""
     from pretrain.provenance import git_sha
 
-    blocked, missing = blocked or {}, missing or {}
+    verdicts = verdicts or {}
     grouped: dict[str, list[Step]] = {}
     for step in plan.rows:
         grouped.setdefault(step.row, []).append(step)
-    rows = [_row(steps, blocked, missing) for steps in grouped.values()]
+    rows = [_row(steps, verdicts) for steps in grouped.values()]
     pretraining = []
     for step in plan.steps:
         if step.kind != "pretrain":
             continue
         status = read_status(step)
-        state, _ = step_state(step)
+        state, _ = step_state(step, verdicts)
         wall, gpus = status.get("wall_s"), status.get("gpus", step.gpus)
         pretraining.append({
             "backbone": step.backbone.name, "status": state, "folder": str(step.folder),
@@ -132,10 +117,9 @@ def collect(plan: Plan, blocked: dict[str, str] | None = None,
             "python": sys.executable, "rows": rows, "pretraining": pretraining}
 
 
-def write_results(plan: Plan, blocked: dict[str, str] | None = None,
-                  missing: dict[str, str] | None = None) -> Path:
+def write_results(plan: Plan, verdicts: Verdicts | None = None) -> Path:
     """Rewrite ``WORK_DIR/results.json`` from the files on disk, atomically (a concurrent
     reader, such as the demo's progress line or make_table, never sees half a file)."""
     path = plan.work_dir / RESULTS_FILE
-    write_json(path, collect(plan, blocked, missing))
+    write_json(path, collect(plan, verdicts))
     return path

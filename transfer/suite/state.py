@@ -1,73 +1,93 @@
-"""A step's state, read from the files in its folder, so an interrupted suite resumes where it
-stopped:
+"""A step's state: the one place that decides it.
 
-- a step is finished when its output exists (``backbone.pth`` of pretraining or of BatchNorm
-  recalibration, the converted ``mmseg.pth``, the experiment's ``metrics.json``, readable);
-  finished steps are skipped;
-- ``suite_status.json`` beside it records the last attempt: state (running, finished, failed,
-  interrupted, submitted), return code, log path, wall time, the source file's size and mtime,
-  the SLURM job id;
-- a finished step whose backbone file changed since it ran (a new pretraining, a replaced
-  checkpoint), or whose command changed (suite file, ``--set``, ``--gpus``, data root), is
-  stale (the runner moves its folder aside and runs it again);
-- a step whose framework is missing here is ``blocked`` (a required one) or ``missing_extra``
-  (an optional extra, transfer/extras.py).
+Everything that shows or uses a step's state asks ``step_state``: the runner (what to skip,
+whether a step another one needs finished, the summary and the exit status), results.json
+(``results.py``, so the tables), ``tools/run_suite.py --dry-run`` and the demo's progress line.
+It reads the step's output and its ``suite_status.json`` (the last attempt, ``status_file.py``),
+asks whether the process or SLURM job that record names still runs and whether the step's
+framework is installed here, and, during a run, takes the runner's verdicts: why the runner did
+not start a step (``scheduler.py``). Nothing else merges these.
+
+The states and their order of priority (the first that applies wins):
+
+1. ``finished``: the output exists and reads (``backbone.pth`` of pretraining or of BatchNorm
+   recalibration, the converted ``mmseg.pth``, the experiment's ``metrics.json``), and neither
+   the backbone file it read nor its command changed since it ran. An output wins over
+   everything else: a recorded failure, a non-zero exit status, a verdict. Finished steps are
+   skipped, so running a suite again resumes it.
+2. the runner's verdict in this run: ``blocked`` (a step it needs did not finish, its backbone
+   file is missing, its pretraining was not asked for, a required framework is missing) or
+   ``missing_extra`` (only an optional extra is missing, transfer/extras.py). It says why this
+   run did not start the step, so it comes before what an earlier attempt left (a stale or
+   failed step that could not be retried is ``blocked``).
+3. ``stale``: the output exists, but the backbone file changed since the step ran (a new
+   pretraining, a replaced checkpoint) or its command did (suite file, ``--set``, ``--gpus``,
+   data root); the runner moves its folder aside and runs it again.
+4. the last attempt, as ``suite_status.json`` records it: ``failed`` and ``interrupted`` as
+   recorded; ``running`` while its process lives on this machine (another runner, or the orphan
+   of a killed one), ``interrupted`` once it is gone (its runner was killed); a submitted SLURM
+   job is ``queued`` while squeue lists it (or cannot be asked), and once it left the queue
+   without the output the step is pending again (5, 6).
+5. a step with nothing of the above whose framework is missing here: ``missing_extra`` for an
+   optional extra, ``blocked`` for a required framework; what ``--dry-run`` and
+   ``--collect-only`` show without a runner.
+6. ``pending``: not run yet.
+
+When an attempt ends, ``attempt_end`` gives the state to record by the same rule (an output
+wins). A seeded row shows its seeds' most pressing state (``seeds.row_state``).
 """
-import json
-import os
 import shutil
 import socket
 import subprocess
-from datetime import datetime, timezone
-from pathlib import Path
 
-from pretrain.files import write_json
 from pretrain.pids import pid_alive
 from transfer import extras
 from transfer.suite.plan import Step
+from transfer.suite.status_file import fingerprint, read_status
 
-STATUS_FILE = "suite_status.json"
-
-
-def now_utc() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+# The runner's verdicts of a run: step id -> (blocked | missing_extra, why)
+Verdicts = dict[str, tuple[str, str]]
 
 
-def read_status(step: Step) -> dict:
-    path = step.folder / STATUS_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+def step_state(step: Step, verdicts: Verdicts | None = None) -> tuple[str, str]:
+    """(state, reason) of ``step`` in the order of priority above; ``verdicts``: the runner's,
+    during a run (None: what is on disk, as ``--dry-run`` and ``--collect-only`` see it)."""
+    status = read_status(step)
+    done, why = output_ok(step)
+    changed = _changed_since_it_ran(step, status) if done else ""
+    if done and not changed:
+        return "finished", ""
+    if verdicts and step.id in verdicts:
+        return verdicts[step.id]
+    if done:
+        return "stale", changed
+    state, reason = _last_attempt(status)
+    if state != "pending":
+        return state, reason
+    kind, missing = framework_missing(step)
+    if kind:
+        return kind, missing
+    return "pending", reason or why
 
 
-def write_status(step: Step, **fields) -> dict:
-    status = dict(read_status(step), step=step.id, updated_at=now_utc(), **fields)
-    write_json(step.folder / STATUS_FILE, status)
-    return status
-
-
-def fingerprint(source: str) -> dict:
-    """What identifies a backbone file cheaply: path, size and modification time."""
-    if not source or source.startswith("random"):
-        return {"source": source}
-    try:
-        stat = os.stat(source)
-    except OSError:
-        return {"source": source, "missing": True}
-    return {"source": source, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def slurm_job_active(job_id: str | None) -> bool | None:
-    """True/False when squeue can tell, None when it cannot (no squeue here)."""
-    if not job_id or not shutil.which("squeue"):
-        return None
-    out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True,
-                         text=True)
-    return out.returncode == 0 and bool(out.stdout.strip())
+def attempt_end(step: Step, returncode: int | None, stopping: bool = False,
+                error: str | None = None) -> tuple[str, str | None]:
+    """(state, error) to record when an attempt ends (its process exited, its SLURM job
+    ended): ``finished`` when its output is there, whatever the exit status; otherwise
+    ``interrupted`` when the runner was stopping, else ``failed`` with ``error`` (a crashed or
+    cancelled job), the non-zero exit status, or why the output is not there."""
+    ok, why = output_ok(step)
+    if ok:
+        return "finished", None
+    if stopping:
+        return "interrupted", None
+    if error:
+        return "failed", error
+    return "failed", f"exit status {returncode}" if returncode else why
 
 
 def output_ok(step: Step) -> tuple[bool, str]:
+    """Whether the step's output exists and reads (an experiment's metrics.json is parsed)."""
     if not step.output.is_file():
         return False, f"{step.output} not written yet"
     if step.kind == "experiment":
@@ -80,20 +100,22 @@ def output_ok(step: Step) -> tuple[bool, str]:
     return True, ""
 
 
-def step_state(step: Step) -> tuple[str, str]:
-    """(state, reason): finished | stale | queued | running | failed | interrupted | pending.
-    A step recorded as running whose process is gone (its runner was killed) is interrupted;
-    one whose process still runs (another runner, or an orphan of a killed one) is running."""
-    status = read_status(step)
-    done, why = output_ok(step)
-    if done:
-        recorded = status.get("fingerprint")
-        if step.kind != "pretrain" and recorded and recorded != fingerprint(step.source):
-            return "stale", f"{step.source} changed since this step ran"
-        command = status.get("command")  # the tool's arguments, without the interpreter
-        if command is not None and command != step.argv[1:]:
-            return "stale", "its command changed since it ran (suite file, --set, --gpus, data root)"
-        return "finished", ""
+def _changed_since_it_ran(step: Step, status: dict) -> str:
+    """Why a finished step is stale ('' when it is not): its backbone file or its command
+    changed since the run that wrote its output."""
+    recorded = status.get("fingerprint")
+    if step.kind != "pretrain" and recorded and recorded != fingerprint(step.source):
+        return f"{step.source} changed since this step ran"
+    command = status.get("command")  # the tool's arguments, without the interpreter
+    if command is not None and command != step.argv[1:]:
+        return "its command changed since it ran (suite file, --set, --gpus, data root)"
+    return ""
+
+
+def _last_attempt(status: dict) -> tuple[str, str]:
+    """What the record of the last attempt says, for a step without its output: queued,
+    running, failed, interrupted, or pending (nothing recorded, or a SLURM job that left the
+    queue without a result)."""
     state = status.get("state")
     if state == "submitted":
         active = slurm_job_active(status.get("job_id"))
@@ -109,7 +131,16 @@ def step_state(step: Step) -> tuple[str, str]:
             return "running", f"process {pid} on this machine is running it, log {status.get('log')}"
         # the runner was killed while this step ran, and its process is gone
         return "interrupted", f"was running on {status.get('host')}, log {status.get('log')}"
-    return "pending", why
+    return "pending", ""
+
+
+def slurm_job_active(job_id: str | None) -> bool | None:
+    """True/False when squeue can tell, None when it cannot (no squeue here)."""
+    if not job_id or not shutil.which("squeue"):
+        return None
+    out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True,
+                         text=True)
+    return out.returncode == 0 and bool(out.stdout.strip())
 
 
 # The framework each task's tool imports. detectron2 is an optional extra (its rows are
