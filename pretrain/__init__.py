@@ -7,8 +7,7 @@ with the official code (``official``).
 Depends on torch and torchvision only (plus small pure-Python packages), so it runs on a GPU
 box that has nothing else installed.
 
-Shared with transfer/ and tools/, standard library only (importing them loads no torch):
-``files`` (atomic writes), ``provenance`` (git commit), ``durations`` (wall-time text),
-``grouping`` (batching by shape), ``state_keys`` (strict state-dict loading), ``pids``.
-``weight_files`` (with torch) loads any weights file safely and says which kind it is.
+``common/`` holds the torch-free helpers shared with transfer/ and tools/ (files, provenance,
+run locks, argument checks, ...); ``grouping`` (batching by shape) is standard library only
+too. ``weight_files`` (with torch) loads any weights file safely and says which kind it is.
 """

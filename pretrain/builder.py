@@ -19,14 +19,15 @@ from torch.utils.data import Dataset
 
 from . import distributed as dist_utils
 from .checkpoint import read_resume_checkpoint, restore_training_state
-from .config import check_pretrain_config, data_root
+from .common.data_root import data_root
+from .common.files import write_json
+from .common.preflight import check_free_space, check_output_dir
+from .common.provenance import git_sha
+from .config import check_pretrain_config
 from .data import build_dataset
-from .files import write_json
 from .model import VICRegL
 from .optim import Schedule, build_optimizer, run_schedule, weight_decay_for
 from .pipeline import build_pipeline
-from .preflight import check_free_space, check_output_dir
-from .provenance import git_sha
 from .run_logging import RunLogger, log, setup_console
 from .sampler import ResumableDistributedSampler
 from .step import FiniteLossGuard

@@ -22,16 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from pretrain.files import atomic_open, remove_stale_temporaries
-from pretrain.provenance import git_sha  # noqa: F401 (recorded in the training checkpoint)
+from pretrain.common.files import atomic_open, remove_stale_temporaries
+from pretrain.common.provenance import git_sha  # noqa: F401 (recorded in the training checkpoint)
+from pretrain.common.state_keys import load_strict
 from pretrain.run_logging import log
-from pretrain.state_keys import load_strict
 from pretrain.weight_files import TRAIN_FORMAT  # noqa: F401 (the training checkpoint's format)
 from pretrain.weight_files import BACKBONE_FORMAT, WeightsFile, load_state_file
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` through ``pretrain.files.atomic_open``: a kill at any moment leaves either
+    """``torch.save`` through ``pretrain.common.files.atomic_open``: a kill at any moment leaves either
     the old file or the new one, never a truncated one. The partial files of killed earlier
     saves are removed first (each is as large as a checkpoint)."""
     path = Path(path)

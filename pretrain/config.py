@@ -10,7 +10,6 @@ as YAML (``optim.epochs=10``, ``data.size_crops=[96]``, ``loss.l2_all_matches=tr
 """
 import copy
 import math
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from pretrain.arguments import SEED_LIMIT
+from pretrain.common.arguments import SEED_LIMIT
+from pretrain.common.yaml_files import read_yaml_mapping
 
 # A rule returns what it expected when a value breaks it (a phrase after "expected"), else None.
 Rule = Callable[[Any], str | None]
@@ -390,21 +390,6 @@ def parse_override(text: str) -> dict:
     return tree
 
 
-def read_yaml_mapping(path: Path, what: str, folder: str, sections: str) -> dict:
-    """The YAML mapping in ``path`` (a recipe, a suite file); ``FileNotFoundError`` /
-    ``ValueError`` / ``TypeError`` name ``what``, the path and what was expected."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist (see {folder})")
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{what} {path} is not valid YAML: {exc}") from exc
-    if not isinstance(loaded, dict):
-        raise TypeError(f"{what} {path}: expected a mapping of sections ({sections}), got a "
-                        f"{type(loaded).__name__}")
-    return loaded
-
-
 def _read_recipe(path: Path) -> dict:
     return read_yaml_mapping(path, "recipe", "configs/pretrain/",
                              "model, loss, data, optim, run")
@@ -424,11 +409,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> di
     if cfg["run"]["output_dir"] is None:
         cfg["run"]["output_dir"] = str(Path("runs") / recipe)
     return cfg
-
-
-DATA_ROOT_ENV = "VICREGL_DATA_ROOT"
-
-
-def data_root(explicit: str | None = None) -> Path:
-    """The data root: argument, else $VICREGL_DATA_ROOT, else ./data."""
-    return Path(explicit or os.environ.get(DATA_ROOT_ENV, "data"))

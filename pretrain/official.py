@@ -12,8 +12,8 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from .common.state_keys import load_strict
 from .model import VICRegL
-from .state_keys import load_strict
 from .weight_files import identify, read_weights_file
 
 OFFICIAL_DEFAULTS: dict[str, Any] = dict(

@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from .files import write_text
+from .common.files import write_text
 
 log = logging.getLogger("vicregl")
 

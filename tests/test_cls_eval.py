@@ -185,7 +185,7 @@ def test_torchrun_knn_gathers_the_same_bank(data_root, tmp_path):
 
 def test_requeueable_resubmits_the_same_call():
     submitit = pytest.importorskip("submitit")
-    from pretrain.slurm import Requeueable
+    from pretrain.common.slurm import Requeueable
 
     call = Requeueable(max, 2, 3)
     again = call.checkpoint()

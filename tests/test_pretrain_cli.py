@@ -96,7 +96,7 @@ def test_overrides_are_typed():
 def test_slurm_trainer_requeues_itself():
     submitit = pytest.importorskip("submitit")
     from pretrain.engine import train
-    from pretrain.slurm import Requeueable
+    from pretrain.common.slurm import Requeueable
 
     trainer = Requeueable(train, {"run": {}}, "/data")
     resubmission = trainer.checkpoint()

@@ -3,7 +3,7 @@
 A second tools/pretrain.py on a run folder, or a second tools/run_suite.py on a work dir, must
 exit at once naming the pid that holds the folder, and change nothing there. The holder here is
 a plain process holding ``fcntl.flock`` on ``<folder>/.lock`` (the protocol of
-pretrain/run_lock.py, written out), so the tests also pin the protocol down.
+pretrain/common/run_lock.py, written out), so the tests also pin the protocol down.
 """
 import json
 import os
@@ -17,7 +17,7 @@ import pytest
 
 from bad_inputs import snapshot
 from conftest import load_tool
-from pretrain.run_lock import FolderInUseError, folder_lock
+from pretrain.common.run_lock import FolderInUseError, folder_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "configs/pretrain/vicregl_convnext_mini_2x96+2x64_cpu_smoke.yaml"
@@ -118,7 +118,7 @@ def test_the_lock_is_held_once_removed_on_exit_and_freed_when_the_holder_is_kill
     # DataLoader worker) still runs
     code = ("import os, sys, time\n"
             f"sys.path.insert(0, {str(ROOT)!r})\n"
-            "from pretrain.run_lock import folder_lock\n"
+            "from pretrain.common.run_lock import folder_lock\n"
             "with folder_lock(sys.argv[1], 'run.output_dir'):\n"
             "    child = os.fork()\n"
             "    if child == 0:\n"

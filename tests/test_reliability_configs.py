@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from pretrain.common.preflight import check_output_dir
 from pretrain.config import ConfigValueError, check_pretrain_config, load_config
-from pretrain.preflight import check_output_dir
 from conftest import load_tool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pretrain.checkpoint import atomic_save
-from pretrain.files import remove_stale_temporaries
+from pretrain.common.files import remove_stale_temporaries
 from pretrain.run_logging import RunLogger, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent

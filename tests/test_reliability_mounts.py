@@ -92,7 +92,7 @@ def test_a_disk_that_fills_up_during_a_checkpoint_write_keeps_the_old_one(tmp_pa
     import torch
 
     from pretrain.checkpoint import atomic_save
-    from pretrain.files import OutputWriteError
+    from pretrain.common.files import OutputWriteError
 
     with tmpfs(tmp_path / "disk", "size=4m") as disk:
         target = disk / "checkpoint.pth"

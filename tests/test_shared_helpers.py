@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from pretrain import files
-from pretrain.durations import duration
+from pretrain.common import files
+from pretrain.common.durations import duration
+from pretrain.common.provenance import git_sha
+from pretrain.common.state_keys import describe_mismatch, load_strict
 from pretrain.grouping import group_indices, same_shape
-from pretrain.provenance import git_sha
-from pretrain.state_keys import describe_mismatch, load_strict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,8 +23,8 @@ def test_shared_helpers_and_writing_metrics_import_no_torch(tmp_path):
     """A suite runner, a table tool or a metrics.json writer must not pay torch's import."""
     code = f"""
 import sys
-import pretrain.durations, pretrain.files, pretrain.grouping, pretrain.pids
-import pretrain.provenance, pretrain.state_keys
+import pretrain.common.durations, pretrain.common.files, pretrain.common.pids, pretrain.grouping
+import pretrain.common.provenance, pretrain.common.state_keys
 from transfer.metrics import read_metrics, write_metrics
 path = write_metrics({str(tmp_path / "metrics.json")!r}, task="classification", dataset="d",
                      protocol="p", config="c", backbone={{}}, metrics={{"top1": 1.0}},

@@ -25,8 +25,8 @@ import sys
 
 import _bootstrap  # noqa: F401
 
-from pretrain.arguments import backbone_source, finite_number, int_at_least
-from pretrain.slurm import Requeueable, add_slurm_args, submit
+from pretrain.common.arguments import backbone_source, finite_number, int_at_least
+from pretrain.common.slurm import Requeueable, add_slurm_args, submit
 from transfer.datasets import IMAGEFOLDER_SUBDIR, add_data_root_arg
 from transfer.evaluation.linear_probe import LinearRecipe
 from transfer.seed_runs import add_seed_args, print_results

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
-from pretrain.arguments import backbone_source, random_seed
-from pretrain.preflight import check_output_file
+from pretrain.common.arguments import backbone_source, random_seed
+from pretrain.common.preflight import check_output_file
 from transfer.weights import read_backbone
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
-from pretrain.durations import duration
+from pretrain.common.durations import duration
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "configs" / "suites" / "demo_cpu.yaml"

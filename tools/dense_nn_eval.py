@@ -30,7 +30,7 @@ import _bootstrap  # noqa: F401
 
 from mmengine.config import DictAction
 
-from pretrain.arguments import backbone_source, finite_number, int_at_least
+from pretrain.common.arguments import backbone_source, finite_number, int_at_least
 from transfer.datasets import add_data_root_arg
 from transfer.evaluation.dense_retrieval import FEATURES, LABEL_POOLING
 from transfer.mmseg_side.dense_nn import DenseNNSettings

@@ -42,8 +42,8 @@ from detectron2.engine import (  # noqa: E402
     DefaultTrainer, default_argument_parser, default_setup, launch)
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-from pretrain.arguments import backbone_source  # noqa: E402
-from pretrain.preflight import check_output_dir  # noqa: E402
+from pretrain.common.arguments import backbone_source  # noqa: E402
+from pretrain.common.preflight import check_output_dir  # noqa: E402
 from transfer.detectron2_side import add_vicregl_config  # noqa: E402
 from transfer.detectron2_side.checkpoint import check_backbone_loaded  # noqa: E402
 from transfer.detectron2_side.config import det_reference, det_settings  # noqa: E402

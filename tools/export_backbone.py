@@ -12,7 +12,7 @@ import sys
 import _bootstrap  # noqa: F401
 
 from pretrain.checkpoint import export_backbone
-from pretrain.preflight import check_output_file
+from pretrain.common.preflight import check_output_file
 from pretrain.weight_files import TRAIN_FORMAT, load_state_file
 
 

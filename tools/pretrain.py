@@ -22,11 +22,11 @@ import sys
 
 import _bootstrap  # noqa: F401
 
-from pretrain.arguments import usage_error
+from pretrain.common.arguments import usage_error
+from pretrain.common.files import OutputWriteError
+from pretrain.common.run_lock import FolderInUseError, LockedCall
+from pretrain.common.slurm import Requeueable, add_slurm_args, submit
 from pretrain.config import check_pretrain_config, load_config
-from pretrain.files import OutputWriteError
-from pretrain.run_lock import FolderInUseError, LockedCall
-from pretrain.slurm import Requeueable, add_slurm_args, submit
 
 
 def parse_args(argv=None):

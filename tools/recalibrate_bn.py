@@ -34,7 +34,7 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
-from pretrain.preflight import check_output_file
+from pretrain.common.preflight import check_output_file
 from transfer.datasets import IMAGEFOLDER_SPLITS, IMAGEFOLDER_SUBDIR, add_data_root_arg
 
 
@@ -113,7 +113,7 @@ def recalibrate(args) -> dict:
 
     from pretrain.backbones import build_backbone
     from pretrain.checkpoint import atomic_save, state_dict_sha256
-    from pretrain.provenance import git_sha
+    from pretrain.common.provenance import git_sha
     from pretrain.weight_files import BACKBONE_FORMAT
     from transfer.bn_recalibration import batchnorm_layers, recalibrate_batchnorm
     from transfer.weights import read_backbone

@@ -37,10 +37,10 @@ from contextlib import ExitStack
 
 import _bootstrap  # noqa: F401
 
-from pretrain.arguments import int_at_least, json_object, usage_error
-from pretrain.config import data_root as default_data_root
-from pretrain.preflight import check_output_dir
-from pretrain.run_lock import FolderInUseError, folder_lock
+from pretrain.common.arguments import int_at_least, json_object, usage_error
+from pretrain.common.data_root import data_root as default_data_root
+from pretrain.common.preflight import check_output_dir
+from pretrain.common.run_lock import FolderInUseError, folder_lock
 from transfer.suite.plan import make_plan, select
 from transfer.suite.results import RESULTS_FILE, write_results
 from transfer.suite.processes import launch_argv

@@ -25,7 +25,7 @@ import _bootstrap  # noqa: F401
 
 from mmengine.config import Config, DictAction
 
-from pretrain.preflight import check_output_dir
+from pretrain.common.preflight import check_output_dir
 from transfer.datasets import add_data_root_arg
 from transfer.mmseg_side import overrides
 from transfer.mmseg_side.layouts import check_dataset

@@ -103,7 +103,7 @@ def voc_palette() -> list[int]:
 
 def add_data_root_arg(parser, holds: str) -> None:
     """The tools' ``--data-root``: the one data root every layout above lives under."""
-    from pretrain.config import DATA_ROOT_ENV, data_root
+    from pretrain.common.data_root import DATA_ROOT_ENV, data_root
 
     parser.add_argument("--data-root", default=str(data_root()),
                         help=f"root holding {holds} (default ${DATA_ROOT_ENV} or data)")

@@ -5,8 +5,8 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pretrain.files import write_json
-from pretrain.provenance import git_sha
+from pretrain.common.files import write_json
+from pretrain.common.provenance import git_sha
 
 TASKS = ("semantic_segmentation", "detection", "instance_segmentation", "classification",
          "dense_retrieval")

@@ -10,7 +10,7 @@ suite's ``seeds: N`` gives its steps, so the tables read them unchanged. No torc
 import argparse
 from pathlib import Path
 
-from pretrain.arguments import seed as seed_value
+from pretrain.common.arguments import seed as seed_value
 from transfer.metrics import read_metrics
 
 

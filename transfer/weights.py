@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from pretrain.arguments import random_seed
 from pretrain.backbones import build_backbone
 from pretrain.checkpoint import state_dict_sha256
-from pretrain.provenance import git_sha
-from pretrain.state_keys import load_strict
+from pretrain.common.arguments import random_seed
+from pretrain.common.provenance import git_sha
+from pretrain.common.state_keys import load_strict
 from pretrain.weight_files import read_weights_file
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from pretrain.backbones.resnet import NANO_SPECS
-from pretrain.files import atomic_open
+from pretrain.common.files import atomic_open
 
 AUTHOR = "vicregl-suite"  # the ``__author__`` of our files; detectron2 logs it when loading
 _BN = r"(weight|bias|running_mean|running_var)"

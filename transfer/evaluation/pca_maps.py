@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from pretrain.backbones import build_backbone
-from pretrain.files import atomic_path
+from pretrain.common.files import atomic_path
 from pretrain.transforms import MEAN, STD
 from transfer import datasets as ds
 from transfer.weights import read_backbone

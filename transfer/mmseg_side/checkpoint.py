@@ -21,7 +21,7 @@ import torch
 
 from pretrain.backbones import ARCHS, CONVNEXT_SPECS, NANO_SPECS, RESNET_SPECS
 from pretrain.checkpoint import atomic_save
-from pretrain.state_keys import describe_mismatch, load_strict, summarise_keys
+from pretrain.common.state_keys import describe_mismatch, load_strict, summarise_keys
 from pretrain.weight_files import (MMSEG_FORMAT, PREFIX, check_finite, file_kind, identify,
                                   load_state_file)
 

@@ -23,8 +23,8 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import find_latest_checkpoint
 
-from pretrain.files import write_json
-from pretrain.provenance import git_sha
+from pretrain.common.files import write_json
+from pretrain.common.provenance import git_sha
 from transfer.metrics import write_metrics
 
 RUN_MARKER = "seg_run.json"

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from pretrain.durations import duration
+from pretrain.common.durations import duration
 from transfer.suite.plan import Step
 from transfer.suite.state import step_state
 from transfer.suite.status_file import read_status

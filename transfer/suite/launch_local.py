@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pretrain.durations import duration
+from pretrain.common.durations import duration
 from transfer.suite.options import RunOptions
 from transfer.suite.plan import Step
 from transfer.suite.processes import (Heartbeat, group_log, launch_argv, run_logged,

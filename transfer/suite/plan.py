@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pretrain.arguments import random_seed
+from pretrain.common.arguments import random_seed
 from transfer.suite.spec import (ROOT, Backbone, Experiment, Suite, SuiteError,
                                   placeholders)
 

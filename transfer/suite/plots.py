@@ -8,7 +8,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from pretrain.files import atomic_path
+from pretrain.common.files import atomic_path
 
 # Tasks whose main metric is a dense score (x of the trade-off) or a global one (y).
 DENSE_TASKS = ("segmentation", "dense_retrieval")

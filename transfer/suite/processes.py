@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pretrain.durations import duration
+from pretrain.common.durations import duration
 from transfer.suite.plan import Step
 from transfer.suite.status_file import now_utc
 

@@ -5,7 +5,7 @@ but are not failures). The states come from ``state.step_state``.
 """
 from pathlib import Path
 
-from pretrain.durations import duration
+from pretrain.common.durations import duration
 from transfer.suite.plan import Step
 from transfer.suite.processes import group_log
 

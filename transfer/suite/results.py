@@ -6,7 +6,7 @@ disk, rewritten atomically after every step, and what tools/make_table.py reads.
 import sys
 from pathlib import Path
 
-from pretrain.files import write_json
+from pretrain.common.files import write_json
 from transfer.suite.plan import Plan, Step
 from transfer.suite.seeds import aggregate_metrics, row_state
 from transfer.suite.state import Verdicts, step_state
@@ -92,7 +92,7 @@ def collect(plan: Plan, verdicts: Verdicts | None = None) -> dict:
     """Everything the tables need, from the files on disk: one row per backbone x experiment
     (a seeded row holds its seeds), the pretraining steps. ``verdicts``: the runner's, during a
     run (why it did not start a step)."""
-    from pretrain.provenance import git_sha
+    from pretrain.common.provenance import git_sha
 
     verdicts = verdicts or {}
     grouped: dict[str, list[Step]] = {}

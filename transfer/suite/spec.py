@@ -47,7 +47,7 @@ from pathlib import Path
 
 import yaml
 
-from pretrain.config import read_yaml_mapping
+from pretrain.common.yaml_files import read_yaml_mapping
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("segmentation", "detection", "classification", "dense_retrieval", "command")

@@ -40,7 +40,7 @@ import shutil
 import socket
 import subprocess
 
-from pretrain.pids import pid_alive
+from pretrain.common.pids import pid_alive
 from transfer import extras
 from transfer.suite.plan import Step
 from transfer.suite.status_file import fingerprint, read_status

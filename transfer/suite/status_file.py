@@ -10,7 +10,7 @@ import json
 import os
 from datetime import datetime, timezone
 
-from pretrain.files import write_json
+from pretrain.common.files import write_json
 from transfer.suite.plan import Step
 
 STATUS_FILE = "suite_status.json"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from pretrain.durations import duration
-from pretrain.files import write_text
+from pretrain.common.durations import duration
+from pretrain.common.files import write_text
 from transfer.fingerprint import deviations
 
 PAPER_KEYS = {"model", "experiment", "metric", "value", "source"}

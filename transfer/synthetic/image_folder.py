@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pretrain.files import atomic_path
+from pretrain.common.files import atomic_path
 from pretrain.synthetic import CLASS_NAMES, NUM_CLASSES, render_world_scene
 from transfer.datasets import IMAGEFOLDER_SPLITS
 

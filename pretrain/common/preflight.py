@@ -9,7 +9,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from pretrain.files import OutputWriteError
+from pretrain.common.files import OutputWriteError
 
 
 def nearest_existing(path: Path) -> Path:

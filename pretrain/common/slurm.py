@@ -10,7 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-from pretrain.arguments import int_at_least, json_object
+from pretrain.common.arguments import int_at_least, json_object
 
 ROOT = Path(__file__).resolve().parent.parent
 

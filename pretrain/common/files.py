@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from pretrain.pids import pid_alive
+from pretrain.common.pids import pid_alive
 
 
 def temporary_name(path: Path) -> Path:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from pretrain.preflight import check_output_dir
+from pretrain.common.preflight import check_output_dir
 
 LOCK_NAME = ".lock"
 # file systems without flock support (some NFS mounts without a lock daemon): warn, go on
