@@ -224,7 +224,7 @@ class SuiteRunner:
                         continue
                     waiting.remove(step)
                     if decision == "start":
-                        if self.opt.launcher == "slurm" and step.kind != "convert":
+                        if self.opt.launcher == "slurm":
                             self._announce([step])
                             self._submit(step)
                             self.write_results()
@@ -307,8 +307,6 @@ class SuiteRunner:
         return group[0].log if len(group) == 1 else group[0].folder.parent / "suite.log"
 
     def _where(self, step: Step) -> str:
-        if step.kind == "convert":
-            return "cpu"
         return f"{step.gpus} GPU" + ("s" if step.gpus != 1 else "") if step.gpus else "cpu"
 
     def _blocker(self, step: Step) -> tuple[str, str]:

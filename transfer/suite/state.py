@@ -2,7 +2,7 @@
 stopped:
 
 - a step is finished when its output exists (``backbone.pth`` of pretraining or of BatchNorm
-  recalibration, the converted ``mmseg.pth``, the experiment's ``metrics.json``, readable);
+  recalibration, the experiment's ``metrics.json``, readable);
   finished steps are skipped;
 - ``suite_status.json`` beside it records the last attempt: state (running, finished, failed,
   interrupted, submitted), return code, log path, wall time, the source file's size and mtime,
