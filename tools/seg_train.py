@@ -41,8 +41,8 @@ from mmengine.config import Config, DictAction
 
 from pretrain.arguments import add_backbone_arg
 from pretrain.preflight import check_output_dir
-from transfer.datasets import add_data_root_arg
 from transfer.conversion import Converted, convert_into
+from transfer.datasets import add_data_root_arg
 from transfer.mmseg_side import overrides
 from transfer.mmseg_side.checkpoint import arch_of_backbone_cfg
 from transfer.mmseg_side.layouts import check_dataset

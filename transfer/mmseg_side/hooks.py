@@ -16,6 +16,7 @@ from .checkpoint import verify_backbone
 
 @HOOKS.register_module()
 class VerifyPretrainedHook(Hook):
+    """See the module docstring; declared by configs/segmentation/_base_/default_runtime.py."""
 
     priority = "VERY_HIGH"
 
