@@ -7,8 +7,8 @@ apart, for the official loader (``pretrain.official``) and the transfer reader
 - ``ours-train``: our training checkpoint (``TRAIN_FORMAT``); the whole model,
   backbone under ``backbone.``;
 - ``ours-export``: our backbone export (``BACKBONE_FORMAT``); the backbone alone;
-- ``mmseg-conversion``: what ``tools/convert.py --framework mmseg`` writes (``MMSEG_FORMAT``);
-  the backbone under ``backbone.``;
+- ``mmseg-conversion``: what tools/seg_train.py (into its work dir) and ``tools/convert.py
+  --framework mmseg`` write (``MMSEG_FORMAT``); the backbone under ``backbone.``;
 - ``official-full``: an official checkpoint ``{epoch, model, optimizer}`` or a bare VICRegL
   state dict (``module.`` removed); the whole model, backbone under ``backbone.``;
 - ``torchvision``: a torchvision ResNet state dict; the backbone, ``fc.*`` dropped;

@@ -172,14 +172,11 @@ def test_plan_reads_the_recalibrated_file_everywhere(tmp_path):
                              str(work / "pretrain/ours/backbone.pth"), "--data-root",
                              str(tmp_path / "d"), "--out", out, "--images", "800",
                              "--image-size", "96", "--dataset", "imagenet"]
-    convert = plan.get("convert:ours")
-    assert convert.argv[convert.argv.index("--source") + 1] == out == convert.source
-    assert convert.needs == ["pretrain:ours", "recalibrate:ours"]
-    for row in ("ours/knn", "ours/voc"):
+    for row in ("ours/knn", "ours/voc"):  # classification and segmentation alike
         assert plan.get(row).source == out
-    knn = plan.get("ours/knn").argv
-    assert knn[knn.index("--backbone") + 1] == out
-    assert plan.get("ours/voc").needs == ["pretrain:ours", "recalibrate:ours", "convert:ours"]
+        argv = plan.get(row).argv
+        assert argv[argv.index("--backbone") + 1] == out
+    assert plan.get("ours/voc").needs == ["pretrain:ours", "recalibrate:ours"]
     rand = plan.get("recalibrate:rand")
     assert rand.argv[rand.argv.index("--backbone") + 1] == "random:0" and rand.needs == []
     assert rand.argv[-2:] == ["--device", "cpu"] and rand.gpus == 0
@@ -187,7 +184,7 @@ def test_plan_reads_the_recalibrated_file_everywhere(tmp_path):
     assert plan.get("plain/knn").source == str(tmp_path / "weights.pth")
     assert not any(s.id == "recalibrate:plain" for s in plan.steps)
     assert [s.id for s in select(plan, ["ours/voc"])] == [
-        "pretrain:ours", "recalibrate:ours", "convert:ours", "ours/voc"]
+        "pretrain:ours", "recalibrate:ours", "ours/voc"]
 
 
 def test_bad_recalibrate_key_names_the_entry(tmp_path):

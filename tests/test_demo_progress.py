@@ -19,14 +19,14 @@ def test_eta_shares_the_work_over_jobs_but_waits_for_the_longest_step():
     assert eta_seconds(timings, expected, jobs=2) == pytest.approx(60.0)
     assert eta_seconds(timings, expected, jobs=1) == pytest.approx(100.0)
     # an overrun step keeps a tenth of its expectation; finished / done steps count nothing
-    late = [Timing("pretrain", "running", elapsed=500.0), Timing("convert", "done"),
+    late = [Timing("pretrain", "running", elapsed=500.0), Timing("recalibrate", "done"),
             Timing("segmentation", "finished", wall=3.0)]
     assert eta_seconds(late, expected, jobs=2) == pytest.approx(10.0)
     assert eta_seconds([], expected, jobs=2) == 0.0
 
 
 def test_progress_line_counts_done_steps_and_names_running_ones():
-    timings = [Timing("convert", "finished", wall=5.0), Timing("detection", "done"),
+    timings = [Timing("recalibrate", "finished", wall=5.0), Timing("detection", "done"),
                Timing("segmentation", "running", elapsed=5.0), Timing("segmentation", "todo")]
     line = progress_line(timings, ["random/voc_linear/seed0"], {"segmentation": 20.0}, 2, 75.0)
     assert line == ("[demo] 2/4 steps done, running: random/voc_linear/seed0; elapsed 1m15s, "

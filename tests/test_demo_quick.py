@@ -1,7 +1,8 @@
 """tools/demo.py --quick end to end: synthetic data in the real layouts (pretraining ImageFolder
-with train and val), two real (2-step) pretrainings, conversion, 2 seeds of the real linear
-segmentation, dense retrieval and k-NN classification tools for three backbones, the tables,
-the pictures, the verdicts; then a rerun resumes without running anything again.
+with train and val), two real (2-step) pretrainings, 2 seeds of the real linear segmentation
+(given the backbone's source, converted by seg_train itself), dense retrieval and k-NN
+classification tools for three backbones, the tables, the pictures, the verdicts; then a rerun
+resumes without running anything again.
 
 The missing-extra path runs on every machine: detectron2 is hidden on purpose
 (VICREGL_HIDE_EXTRAS=detectron2), the detection row must be ``missing_extra`` and the demo must
@@ -65,6 +66,8 @@ def check_rows(suite: Path) -> None:
     seg = json.loads((suite / "runs/vicregl/voc_linear/seed0/metrics.json").read_text())
     # every evaluation reads the backbone whose BatchNorm statistics were recomputed
     assert seg["backbone"]["source"].endswith("backbones/vicregl/backbone.pth")
+    # seg_train converted it once for the row's seeds, into the row's folder
+    assert (suite / "runs/vicregl/voc_linear/backbone_resnet_nano.pth").is_file()
     assert seg["backbone"]["bn_recalibration"]["images"] == 64  # the whole --quick train split
     config = json.loads((suite / "pretrain/vicregl/config.json").read_text())
     assert config["loss"]["alpha"] == 0.75 and config["model"]["arch"] == "resnet_nano"
@@ -75,7 +78,7 @@ def check_output(out: str, suite: Path) -> None:
     for stage in range(1, 6):
         assert f"[demo {stage}/5]" in out
     assert re.search(r"\[demo\] \d+/\d+ steps done.*ETA ~\d+m\d\ds", out)
-    for step in ("pretrain:vicregl", "recalibrate:random", "convert:random",
+    for step in ("pretrain:vicregl", "recalibrate:random",
                  "random/voc_nn/seed0", "vicreg/imagenet_knn/seed0"):
         assert f"] {step} (" in out and f"finished {step} in " in out, step
     # a row's seeds run in one process (--seeds), each seed still has its own result line

@@ -202,28 +202,23 @@ def voc_root(tmp_path_factory):
     return root
 
 
-def seg_args(checkpoint, data_root, work, *extra):
-    return [SEG_CONFIG, "--checkpoint", str(checkpoint), "--data-root", str(data_root),
+def seg_args(backbone, data_root, work, *extra):
+    return [SEG_CONFIG, "--backbone", str(backbone), "--data-root", str(data_root),
             "--work-dir", str(work), "--max-iters", "2", "--crop-size", "64", "--num-workers",
             "0", *extra, "--cfg-options", *SEG_TINY]
 
 
 @pytest.mark.mmseg
-@pytest.mark.parametrize("kind", [*KINDS, "other_arch", "unconverted"])
-def test_seg_train_refuses_a_bad_backbone_checkpoint(kind, good, voc_root, tmp_path):
+@pytest.mark.parametrize("kind", [*KINDS, "other_arch"])
+def test_seg_train_refuses_a_bad_backbone(kind, good, voc_root, tmp_path):
+    """--backbone is read strictly before anything is built; the work dir is not created."""
     pytest.importorskip("mmseg.models", reason="needs the MMSegmentation environment")
     tool, marker = load_tool("seg_train"), tmp_path / "payload_ran"
-    if kind in ("other_arch", "unconverted"):
-        convert = load_tool("convert")
-        source = tmp_path / "r18_mmseg.pth"
-        assert convert.main(["--framework", "mmseg", "--arch", "resnet18", "--source",
-                             str(good["export_resnet18"]), "--out", str(source), "--quiet"]) == 0
-        if kind == "unconverted":
-            source = good["export_convnext_mini"]
-        expected = ("holds a resnet18 backbone but" if kind == "other_arch"
-                    else "is not an mmseg backbone checkpoint written by tools/convert.py")
+    if kind == "other_arch":
+        source = good["export_resnet18"]
+        expected = "holds a resnet18 backbone, not convnext_mini"
     else:
-        source = write_bad(kind, good["export_convnext_mini"], tmp_path / "mmseg.pth", marker)
+        source = write_bad(kind, good["export_convnext_mini"], tmp_path / "backbone.pth", marker)
         expected = "cannot be read as a weights-only torch checkpoint"
     work = tmp_path / "work"
     with pytest.raises(SystemExit) as info:
@@ -240,11 +235,7 @@ def test_seg_train_resume_and_seg_test_refuse_a_bad_iteration_checkpoint(kind, g
     inside a seg_train work dir (where mmengine's globals are allow-listed): still refused."""
     pytest.importorskip("mmseg.models", reason="needs the MMSegmentation environment")
     marker, work = tmp_path / "payload_ran", tmp_path / "work"
-    convert = load_tool("convert")
-    backbone = tmp_path / "mini_mmseg.pth"
-    assert convert.main(["--framework", "mmseg", "--arch", "convnext_mini", "--source",
-                         str(good["export_convnext_mini"]), "--out", str(backbone),
-                         "--quiet"]) == 0
+    backbone = good["export_convnext_mini"]
     bad = write_bad(kind, good["train_convnext_mini"], work / "iter_2.pth", marker)
     (work / "iter_1.pth").write_bytes(b"a good previous checkpoint (stand-in)")
     (work / "last_checkpoint").write_text(str(bad))

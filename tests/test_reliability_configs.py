@@ -203,7 +203,7 @@ SEG_CONFIG = "configs/segmentation/linear_convnext_small_voc12aug_40k.py"
 def test_seg_train_bad_arguments(extra, expected, tmp_path):
     pytest.importorskip("mmseg.models", reason="needs the MMSegmentation environment")
     with pytest.raises(SystemExit) as info:
-        load_tool("seg_train").main([SEG_CONFIG, "--checkpoint", str(tmp_path / "c.pth"),
+        load_tool("seg_train").main([SEG_CONFIG, "--backbone", str(tmp_path / "c.pth"),
                                      "--data-root", str(tmp_path), "--work-dir",
                                      str(tmp_path / "w"), *extra])
     assert expected in str(info.value)
@@ -215,11 +215,11 @@ def test_seg_train_config_and_work_dir(tmp_path):
     pytest.importorskip("mmseg.models", reason="needs the MMSegmentation environment")
     tool = load_tool("seg_train")
     with pytest.raises(SystemExit, match=f"config {tmp_path / 'absent.py'} does not exist"):
-        tool.main([str(tmp_path / "absent.py"), "--checkpoint", "c.pth"])
+        tool.main([str(tmp_path / "absent.py"), "--backbone", "c.pth"])
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     with pytest.raises(SystemExit, match=f"--work-dir {blocker / 'w'}: {blocker} is a regular"):
-        tool.main([SEG_CONFIG, "--checkpoint", "c.pth", "--data-root", str(tmp_path),
+        tool.main([SEG_CONFIG, "--backbone", "c.pth", "--data-root", str(tmp_path),
                    "--work-dir", str(blocker / "w")])
     with pytest.raises(SystemExit, match="--crop-size 8: expected an integer >= 32"):
         load_tool("seg_test").main([SEG_CONFIG, "c.pth", "--crop-size", "8"])

@@ -72,7 +72,7 @@ def test_read_only_work_dir_of_segmentation(tmp_path):
     config = "configs/segmentation/linear_convnext_small_voc12aug_40k.py"
     with read_only(tmp_path / "ro", {}) as ro:
         with pytest.raises(SystemExit, match=f"--work-dir {ro}/w: cannot write in {ro}"):
-            load_tool("seg_train").main([config, "--checkpoint", "c.pth", "--data-root",
+            load_tool("seg_train").main([config, "--backbone", "c.pth", "--data-root",
                                          str(tmp_path), "--work-dir", f"{ro}/w"])
 
 

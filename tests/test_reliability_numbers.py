@@ -75,18 +75,17 @@ def test_convert_refuses_a_backbone_with_nan_weights(framework, tmp_path):
 
 
 def test_an_mmseg_conversion_with_nan_weights_is_refused(tmp_path):
-    """tools/seg_train.py --checkpoint reads through read_checkpoint: a converted file edited
-    afterwards (or written by hand) is checked too."""
-    from transfer.mmseg_side.checkpoint import read_checkpoint, write_checkpoint
+    """A conversion (what seg_train writes into its work dir) edited afterwards, or written by
+    hand, given as --backbone: the reader checks it as any source."""
+    from transfer.conversion import convert_into
 
-    path = tmp_path / "mmseg.pth"
-    write_checkpoint(path, read_backbone("random:0", "resnet18"))
+    path = convert_into("random:0", "resnet18", tmp_path, "mmseg").path
     raw = torch.load(path, weights_only=True)
     raw["state_dict"]["backbone.layer1.0.bn1.running_var"][0] = float("inf")
     torch.save(raw, path)
-    with pytest.raises(ValueError, match=f"{path}: tensor backbone.layer1.0.bn1.running_var "
+    with pytest.raises(ValueError, match=f"{path}: tensor layer1.0.bn1.running_var "
                                          "holds 1 NaN or inf"):
-        read_checkpoint(path)
+        read_backbone(path, "resnet18")
 
 
 def test_detectron2_weights_with_nan_are_refused(tmp_path):

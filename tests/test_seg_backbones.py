@@ -1,8 +1,8 @@
 """The mmseg backbones compute exactly what the pretraining backbones compute.
 
 Weights travel the real path: a state dict file -> transfer.weights.read_backbone ->
-tools/convert.py's mmseg checkpoint -> the config's backbone with a Pretrained init_cfg ->
-mmengine's init_weights. Random weights have every BatchNorm perturbed: with the default
+the mmseg checkpoint seg_train converts into its work dir -> the config's backbone with a
+Pretrained init_cfg -> mmengine's init_weights. Random weights have every BatchNorm perturbed: with the default
 zero-initialised last BN of each block, the residual branches would vanish and a wrong
 dilation would go unnoticed.
 """
@@ -20,7 +20,8 @@ from mmseg.registry import MODELS  # noqa: E402
 
 import transfer.mmseg_side.register  # noqa: E402,F401
 from pretrain.backbones import build_backbone  # noqa: E402
-from transfer.mmseg_side.checkpoint import verify_backbone, write_checkpoint  # noqa: E402
+from transfer.conversion import convert_into  # noqa: E402
+from transfer.mmseg_side.checkpoint import verify_backbone  # noqa: E402
 from transfer.weights import read_backbone  # noqa: E402
 from conftest import THREADS  # noqa: E402
 
@@ -48,10 +49,8 @@ def perturbed_state(arch: str, seed: int) -> dict[str, torch.Tensor]:
 def converted(tmp_path: Path, arch: str, seed: int = 0) -> tuple[Path, dict]:
     source = tmp_path / f"{arch}_state.pth"
     torch.save(perturbed_state(arch, seed), source)
-    weights = read_backbone(source, arch)
-    out = tmp_path / f"{arch}_mmseg.pth"
-    write_checkpoint(out, weights)
-    return out, weights.state_dict
+    result = convert_into(str(source), arch, tmp_path / "run", "mmseg")  # what seg_train does
+    return result.path, result.weights.state_dict
 
 
 def build_from_config(name: str, checkpoint: Path, **backbone):
@@ -73,7 +72,7 @@ def test_convnext_stages_equal_pretraining_module(tmp_path):
     cfg, model = build_from_config("linear_convnext_small_voc12aug_40k.py", checkpoint,
                                    arch="convnext_mini")
     model.init_weights()
-    print(verify_backbone(model.backbone, checkpoint))
+    print(verify_backbone(model.backbone, state, str(checkpoint)))
     model.eval()
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
@@ -91,7 +90,7 @@ def test_resnet_nano_stages_equal_pretraining_module(tmp_path):
     cfg, model = build_from_config("linear_convnext_small_voc12aug_40k.py", checkpoint,
                                    type="VICRegLResNet", arch="resnet_nano")
     model.init_weights()
-    verify_backbone(model.backbone, checkpoint)
+    verify_backbone(model.backbone, state, str(checkpoint))
     model.train()  # the frozen stages stay in eval mode
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""Strict loading: conversion, the pretrained-coverage check, and weights_only policy."""
+"""Strict loading: conversion, the check that the backbone holds the weights read, and the
+weights_only policy."""
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,10 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 
 import transfer.mmseg_side.register  # noqa: E402,F401
-from transfer.mmseg_side.checkpoint import (MMSEG_FORMAT, read_checkpoint,  # noqa: E402
-                                            verify_backbone, write_checkpoint)
+from pretrain.weight_files import load_state_file  # noqa: E402
+from transfer.conversion import convert_into  # noqa: E402
+from transfer.mmseg_side.checkpoint import (MMSEG_FORMAT, verify_backbone,  # noqa: E402
+                                            write_checkpoint)
 from transfer.mmseg_side.runner import RUN_MARKER, checkpoint_trust  # noqa: E402
 from transfer.weights import read_backbone  # noqa: E402
 from conftest import THREADS  # noqa: E402
@@ -44,7 +47,7 @@ def test_convert_writes_the_mmseg_format_and_prints_the_key_map(tmp_path):
     assert "conv1.weight" in result.stdout and "-> backbone.conv1.weight" in result.stdout
     assert "120 tensors renamed, 0 unmatched" in result.stdout
     assert "strict load into the mmseg backbone: 120 tensors" in result.stdout
-    raw = read_checkpoint(out)
+    raw = load_state_file(out)
     assert raw["meta"]["format"] == MMSEG_FORMAT and raw["meta"]["arch"] == "resnet18"
     assert raw["meta"]["backbone"]["sha256"] == read_backbone("random:5", "resnet18").sha256
     assert torch.load(out, weights_only=True)  # loadable without any allow-list
@@ -61,40 +64,49 @@ def test_convert_refuses_a_checkpoint_of_another_architecture(tmp_path):
     assert not (tmp_path / "out.pth").exists()
 
 
-def test_read_checkpoint_explains_an_unconverted_file(tmp_path):
-    raw = tmp_path / "raw.pth"
-    torch.save(read_backbone("random:0", "convnext_mini").state_dict, raw)
-    with pytest.raises(ValueError, match="tools/convert.py"):
-        read_checkpoint(raw)
+def test_a_conversion_goes_into_the_run_folder_and_reads_back_as_its_source(tmp_path):
+    """What seg_train writes for mmseg's Pretrained init: the source's tensors under
+    ``backbone.``, its provenance; read back (e.g. given as --backbone again) it is the same
+    backbone."""
+    converted = convert_into("random:3", "resnet18", tmp_path / "run", "mmseg")
+    assert converted.path == tmp_path / "run" / "backbone_resnet18.pth"
+    raw = torch.load(converted.path, weights_only=True)  # loadable without any allow-list
+    assert raw["meta"]["format"] == MMSEG_FORMAT
+    assert raw["meta"]["backbone"] == converted.weights.info()
+    assert read_backbone(converted.path, "resnet18").sha256 == converted.weights.sha256
+    assert "120 tensors renamed, 0 unmatched" in converted.report()
 
 
 def test_pretrained_init_is_lenient_and_verify_backbone_is_not(tmp_path):
     """mmengine's Pretrained init leaves a missing tensor at random init and only logs;
-    verify_backbone names it."""
+    verify_backbone, comparing with the weights that were read, names it."""
     weights = read_backbone("random:0", "convnext_mini")
     good = tmp_path / "good.pth"
     write_checkpoint(good, weights)
     model = pretrained(good, type="VICRegLConvNeXt", arch="convnext_mini")
     model.init_weights()
-    assert "values checked equal" in verify_backbone(model, good)
+    assert "values checked equal" in verify_backbone(model, weights.state_dict, str(good))
 
     tampered = torch.load(good, weights_only=True)
     del tampered["state_dict"]["backbone.stages.2.1.pwconv1.weight"]
     bad = tmp_path / "bad.pth"
     torch.save(tampered, bad)
+    torch.manual_seed(1)  # the model's own init is not the weights read (seed 0)
     model = pretrained(bad, type="VICRegLConvNeXt", arch="convnext_mini")
     model.init_weights()  # no error from mmengine
-    with pytest.raises(ValueError, match=r"left at random init\): stages\.2\.1\.pwconv1\.weight"):
-        verify_backbone(model, bad)
+    with pytest.raises(ValueError, match=r"values differ after loading: stages\.2\.1\.pwconv1"):
+        verify_backbone(model, weights.state_dict, str(bad))
 
 
 def test_verify_backbone_rejects_a_wrong_architecture(tmp_path):
     path = tmp_path / "r18.pth"
-    write_checkpoint(path, read_backbone("random:0", "resnet18"))
+    weights = read_backbone("random:0", "resnet18")
+    write_checkpoint(path, weights)
     model = pretrained(path, type="ResNet", depth=34, style="pytorch")
     model.init_weights()
-    with pytest.raises(ValueError, match=f"{path} does not fit the backbone ResNet.*layer1.2"):
-        verify_backbone(model, path)
+    with pytest.raises(ValueError, match=f"weights {path} do not fit the backbone "
+                                         "ResNet.*not in the weights.*layer1.2"):
+        verify_backbone(model, weights.state_dict, str(path))
 
 
 def fake_mmengine_checkpoint(path: Path) -> Path:

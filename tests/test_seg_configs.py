@@ -63,7 +63,7 @@ def test_experiment_is_consistent(path):
     assert max(s.get("end", 0) for s in cfg.param_scheduler) == iters
     assert cfg.val_evaluator.type == "PerClassIoUMetric"
     assert cfg.custom_imports.imports == ["transfer.mmseg_side.register"]
-    assert {"type": "VerifyPretrainedHook", "require": True} in cfg.custom_hooks
+    assert {"type": "VerifyPretrainedHook"} in cfg.custom_hooks
     assert list(cfg.model.data_preprocessor.size) == list(cfg.crop_size)
     if name.startswith("linear_"):
         assert cfg.protocol == "linear_frozen" and cfg.model.backbone.frozen_stages == 4

@@ -320,6 +320,11 @@ def test_suite_file_errors_name_the_file_and_entry(tmp_path):
         "both": (good.replace('source: "random:0",', 'source: "random:0", pretrain: {config: x},'),
                  "backbones.bb_random needs exactly one of 'source'"),
         "placeholder": (good.replace("{control}", "{controll}", 1), "unknown placeholder(s) {controll}"),
+        # a suite file of the former convert step: experiments now take the source itself
+        "retired": (good.replace('"--backbone", "{source}"', '"--checkpoint", "{checkpoint}"', 1),
+                    "experiments.exp_a: {checkpoint} in '{checkpoint}': the converted mmseg "
+                    "checkpoint of the former 'convert' step is gone: experiments are given "
+                    "their backbone's source (tools/seg_train.py --backbone {source})"),
     }
     for name, (text, message) in cases.items():
         path = tmp_path / f"{name.replace(' ', '_')}.yaml"
@@ -345,9 +350,11 @@ def test_paper_suites_expand_to_the_real_commands(tmp_path):
                             "--protocol", "linear"]
     assert cls.needs == [] and cls.spawn == "torchrun"
     seg = r50.get("official_r50_alpha0.75/voc12aug_linear")
-    assert seg.argv[1:4] == ["tools/seg_train.py",
-                             "configs/segmentation/linear_resnet50_voc12aug_40k.py", "--checkpoint"]
-    assert seg.needs == ["convert:official_r50_alpha0.75"] and "--launcher" in seg.argv
+    assert seg.argv[1:5] == ["tools/seg_train.py",
+                             "configs/segmentation/linear_resnet50_voc12aug_40k.py", "--backbone",
+                             str(tmp_path / "resnet50_alpha0.75.pth")]  # the source itself
+    assert seg.needs == [] and "--launcher" in seg.argv
+    assert {s.kind for s in r50.steps} == {"pretrain", "experiment"}  # no conversion step
     from transfer.suite.processes import launch_argv
 
     assert launch_argv(seg)[1:5] == ["-m", "torch.distributed.run", "--standalone",
@@ -361,8 +368,7 @@ def test_paper_suites_expand_to_the_real_commands(tmp_path):
         tmp_path / "resnet50_alpha0.9.pth")
     # --only pulls in what the chosen rows need
     chosen = [s.id for s in select(r50, ["ours_r50_alpha0.9/voc12aug_linear"])]
-    assert chosen == ["pretrain:ours_r50_alpha0.9", "convert:ours_r50_alpha0.9",
-                      "ours_r50_alpha0.9/voc12aug_linear"]
+    assert chosen == ["pretrain:ours_r50_alpha0.9", "ours_r50_alpha0.9/voc12aug_linear"]
     # --gpus 0 runs on the CPU
     cpu = make_plan(load_suite(ROOT / "configs/suites/vicregl_resnet50.yaml"), tmp_path / "w",
                     tmp_path / "d", gpus=0)
@@ -645,7 +651,6 @@ def test_classification_and_dense_retrieval_commands(tmp_path):
                           "configs/segmentation/linear_convnext_small_voc12aug_40k.py", *common,
                           str(runs / "dense_nn/seed2"), "--seed", "2", "--memory-fraction", "0.1"]
     assert dense.spawn == "none" and dense.output == runs / "dense_nn/seed2/metrics.json"
-    assert not any(s.kind == "convert" for s in plan.steps)  # they read the backbone itself
     bad = suite.read_text().replace("protocol: linear", "protocol: svm")
     (tmp_path / "bad.yaml").write_text(bad)
     with pytest.raises(SuiteError, match="experiments.linear.protocol must be one of knn, linear"):
@@ -667,7 +672,9 @@ def test_seeded_segmentation_and_detection_commands(tmp_path):
     plan = make_plan(load_suite(suite), tmp_path / "w", tmp_path / "d", python="py")
     seg = plan.get("r/seg/seed1")
     assert seg.argv[-4:] == [str(tmp_path / "w/runs/r/seg/seed1"), "--resume", "--seed", "1"]
-    assert seg.needs == ["convert:r"]
+    assert seg.argv[2:6] == ["configs/segmentation/linear_resnet50_voc12aug_40k.py",
+                             "--backbone", "random:0", "--data-root"]
+    assert seg.needs == []
     det = plan.get("r/det/seed1")
     assert det.argv[-8:] == ["OUTPUT_DIR", str(tmp_path / "w/runs/r/det/seed1"), "SEED", "1",
                              "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "10"]

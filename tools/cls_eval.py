@@ -25,7 +25,7 @@ import sys
 
 import _bootstrap  # noqa: F401
 
-from pretrain.common.arguments import backbone_source, finite_number, int_at_least
+from pretrain.common.arguments import add_backbone_arg, finite_number, int_at_least
 from pretrain.common.slurm import Requeueable, add_slurm_args, submit
 from transfer.datasets import IMAGEFOLDER_SUBDIR, add_data_root_arg
 from transfer.evaluation.linear_probe import LinearRecipe
@@ -36,9 +36,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", required=True, help="official name: resnet50, convnext_small, ...")
-    p.add_argument("--backbone", required=True, type=backbone_source,
-                   help="anything transfer/weights.py reads: backbone.pth, checkpoint.pth, an "
-                        "official VICRegL file, a torchvision state dict, or random:SEED")
+    add_backbone_arg(p)
     add_data_root_arg(p, "<dataset>/train and <dataset>/val")
     p.add_argument("--dataset", default=IMAGEFOLDER_SUBDIR, help="sub-folder of the data root")
     p.add_argument("--work-dir", required=True, help="metrics.json and the probe checkpoint")

@@ -1,13 +1,17 @@
 #!/usr/bin/env python
-"""Convert a pretrained backbone into the checkpoint a transfer framework loads.
+"""Convert a pretrained backbone into the file a transfer framework loads, by hand.
+
+The transfer tools do not need it: tools/seg_train.py and tools/det_train.py convert their
+--backbone into their own work dir (transfer/conversion.py). This writes the same files
+elsewhere, to inspect a key map or to load a backbone from a framework's own tools.
 
 Reads any source ``transfer.weights.read_backbone`` accepts (our export or training
 checkpoint, the official VICRegL files, a torchvision ResNet state dict, ``random:SEED``),
 strictly, then writes:
 
-  --framework mmseg       a ``{"state_dict": {"backbone.*"}, "meta"}`` .pth for the backbone's
-                          ``Pretrained`` init_cfg (tools/seg_train.py --checkpoint); the
-                          weights are first loaded strictly into the mmseg backbone itself;
+  --framework mmseg       a ``{"state_dict": {"backbone.*"}, "meta"}`` .pth for a backbone's
+                          ``Pretrained`` init_cfg; the weights are first loaded strictly into
+                          the mmseg backbone itself;
   --framework detectron2  a detectron2 .pkl (ResNet, ConvNeXt, resnet_nano) for
                           MODEL.WEIGHTS, through transfer.detectron2_side.conversion.
 
@@ -32,6 +36,7 @@ import _bootstrap  # noqa: F401
 
 from pretrain.common.arguments import backbone_source, random_seed
 from pretrain.common.preflight import check_output_file
+from transfer.conversion import write_converted
 from transfer.weights import read_backbone
 
 
@@ -50,32 +55,13 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def format_key_map(key_map: dict[str, str], quiet: bool) -> str:
-    width = max(len(src) for src in key_map)
-    lines = [] if quiet else [f"{src:<{width}} -> {dst}" for src, dst in key_map.items()]
-    return "\n".join(lines + [f"{len(key_map)} tensors renamed, 0 unmatched"])
-
-
-def convert_mmseg(weights, out: Path, quiet: bool) -> str:
-    from transfer.mmseg_side.checkpoint import mmseg_model_keys, write_checkpoint
+def check_mmseg_keys(weights) -> str:
+    """Prove the key map by a strict load into the mmseg backbone itself, before anything is
+    written (seg_train instead checks its model's backbone after mmseg's own load)."""
+    from transfer.mmseg_side.checkpoint import mmseg_model_keys
 
     loaded = mmseg_model_keys(weights.arch, weights.state_dict)
-    key_map = write_checkpoint(out, weights)
-    return (format_key_map(key_map, quiet)
-            + f"\nstrict load into the mmseg backbone: {loaded} tensors")
-
-
-def convert_detectron2(weights, out: Path, quiet: bool) -> str:
-    try:
-        from transfer.detectron2_side import conversion
-    except ImportError as exc:
-        raise SystemExit("detectron2 conversion needs the module "
-                         "transfer.detectron2_side.conversion (convert_backbone, write_pkl), "
-                         f"which could not be imported: {exc}") from exc
-    model_dict, key_map = conversion.convert_backbone(weights)
-    conversion.write_pkl(out, model_dict, provenance=weights.info())
-    text = conversion.format_key_map(key_map)
-    return text.splitlines()[-1] if quiet else text
+    return f"strict load into the mmseg backbone: {loaded} tensors"
 
 
 def main(argv=None) -> int:
@@ -87,8 +73,10 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as exc:
         raise SystemExit(str(exc)) from exc
     print(weights.coverage())
-    convert = convert_mmseg if args.framework == "mmseg" else convert_detectron2
-    print(convert(weights, args.out, args.quiet))
+    if args.framework == "mmseg":
+        print(check_mmseg_keys(weights))
+    key_map = write_converted(weights, args.framework, args.out)
+    print(key_map.splitlines()[-1] if args.quiet else key_map)
     print(f"wrote {args.out} ({args.framework}, {weights.arch}, sha256 {weights.sha256[:16]}...)")
     return 0
 

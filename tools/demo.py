@@ -71,9 +71,9 @@ DEFAULT_ONLY = ["*/voc_linear", "*/cityscapes_linear", "*/ade20k_linear", "*/voc
 # until steps of that kind have finished and their measured times replace these
 # (transfer/suite/demo_progress.py). Measured on the 2-core machine, 2 jobs.
 PRIORS = {
-    "full": {"pretrain": 280, "recalibrate": 10, "convert": 8, "segmentation": 20,
+    "full": {"pretrain": 280, "recalibrate": 10, "segmentation": 20,
              "dense_retrieval": 4, "classification": 3, "detection": 45},
-    "quick": {"pretrain": 17, "recalibrate": 8, "convert": 16, "segmentation": 12,
+    "quick": {"pretrain": 17, "recalibrate": 8, "segmentation": 12,
               "dense_retrieval": 8, "classification": 6, "detection": 30},
 }
 ROLES = {"local": "vicregl", "global_": "vicreg", "floor": "random"}  # demo_cpu.yaml names

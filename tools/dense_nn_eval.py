@@ -30,7 +30,7 @@ import _bootstrap  # noqa: F401
 
 from mmengine.config import DictAction
 
-from pretrain.common.arguments import backbone_source, finite_number, int_at_least
+from pretrain.common.arguments import add_backbone_arg, finite_number, int_at_least
 from transfer.datasets import add_data_root_arg
 from transfer.evaluation.dense_retrieval import FEATURES, LABEL_POOLING
 from transfer.mmseg_side.dense_nn import DenseNNSettings
@@ -42,9 +42,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="a segmentation config of configs/segmentation/")
     p.add_argument("--arch", required=True, help="official name: resnet50, convnext_small, ...")
-    p.add_argument("--backbone", required=True, type=backbone_source,
-                   help="anything transfer/weights.py reads (backbone.pth, checkpoint.pth, "
-                        "official files, torchvision state dicts, random:SEED)")
+    add_backbone_arg(p)
     add_data_root_arg(p, "VOCdevkit/VOC2012, cityscapes, ade/ADEChallengeData2016")
     p.add_argument("--work-dir", required=True, help="where metrics.json goes")
     add_seed_args(p, "the memory subset and its augmentation")

@@ -13,10 +13,13 @@ options go last as ``KEY VALUE`` pairs. At the end, the main process writes
         OUTPUT_DIR work_dirs/det/voc_c4_vicregl_r50
 
 ``--backbone`` takes any source the strict reader reads (our export or training checkpoint,
-the official VICRegL files, a torchvision state dict, ``random:SEED``). ResNet, ConvNeXt and
-``resnet_nano`` alike, it is converted to ``OUTPUT_DIR/backbone_<arch>.pkl`` (key map in the
-log), loaded as ``MODEL.WEIGHTS`` by detectron2's checkpointer, then checked to be fully in
-the model.
+the official VICRegL files, a torchvision state dict, ``random:SEED``), as the other transfer
+tools do, and reads it as the architecture the config builds (``RESNETS.DEPTH``,
+``CONVNEXT.ARCH`` or ``RESNET_NANO.ARCH``). ResNet, ConvNeXt and ``resnet_nano`` alike, it is
+converted to ``OUTPUT_DIR/backbone_<arch>.pkl`` (key map in the log), loaded as
+``MODEL.WEIGHTS`` by detectron2's checkpointer, then checked to be fully in the model. Without
+``--backbone``, ``MODEL.WEIGHTS`` is used as given (a .pkl of tools/convert.py, or a trained
+detector with ``--eval-only``); a resumed run takes its weights from its own checkpoint.
 Importing ``transfer.detectron2_side`` registers our backbones and RoI head, as a user's own
 train_net would. See docs/detection.md.
 """
@@ -42,18 +45,17 @@ from detectron2.engine import (  # noqa: E402
     DefaultTrainer, default_argument_parser, default_setup, launch)
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-from pretrain.common.arguments import backbone_source  # noqa: E402
+from pretrain.common.arguments import add_backbone_arg  # noqa: E402
 from pretrain.common.preflight import check_output_dir  # noqa: E402
+from transfer.conversion import convert_into  # noqa: E402
 from transfer.detectron2_side import add_vicregl_config  # noqa: E402
 from transfer.detectron2_side.checkpoint import check_backbone_loaded  # noqa: E402
 from transfer.detectron2_side.config import det_reference, det_settings  # noqa: E402
-from transfer.detectron2_side.conversion import (  # noqa: E402
-    AUTHOR, check_weights_file, convert_backbone, format_key_map, read_pkl, write_pkl)
+from transfer.detectron2_side.conversion import AUTHOR, check_weights_file, read_pkl  # noqa: E402
 from transfer.detectron2_side.data import check_num_classes, register_datasets  # noqa: E402
 from transfer.detectron2_side.evaluation import build_evaluator, metrics_from_results  # noqa: E402
 from transfer.detectron2_side.solver import build_optimizer  # noqa: E402
 from transfer.metrics import write_metrics  # noqa: E402
-from transfer.weights import read_backbone  # noqa: E402
 
 logger = logging.getLogger("transfer.det_train")
 
@@ -79,16 +81,16 @@ def backbone_arch(cfg) -> str:
     return f"resnet{cfg.MODEL.RESNETS.DEPTH}"
 
 
-def attach_backbone(cfg, source: str) -> str:
-    """Convert the backbone ``source`` to a .pkl beside the run, holding its provenance, and
-    make it ``MODEL.WEIGHTS``; returns the text for the log."""
-    weights = read_backbone(source, backbone_arch(cfg))
-    model_dict, key_map = convert_backbone(weights)
-    # Every process writes the same bytes atomically: no ordering between processes needed.
-    path = write_pkl(Path(cfg.OUTPUT_DIR) / f"backbone_{weights.arch}.pkl", model_dict,
-                     weights.info())
-    cfg.MODEL.WEIGHTS = str(path)
-    return f"{weights.coverage()}\nconverted to {path}:\n{format_key_map(key_map)}"
+def attach_backbone(cfg, args) -> str:
+    """Convert --backbone to a .pkl beside the run, holding its provenance, and make it
+    ``MODEL.WEIGHTS``; returns the text for the log."""
+    arch = backbone_arch(cfg)
+    try:
+        converted = convert_into(args.backbone, arch, cfg.OUTPUT_DIR, "detectron2")
+    except (ValueError, OSError) as exc:  # unreadable, another architecture: named
+        raise SystemExit(f"--backbone: {exc} ({args.config_file} builds {arch})") from exc
+    cfg.MODEL.WEIGHTS = str(converted.path)
+    return converted.report()
 
 
 def setup(args):
@@ -106,7 +108,7 @@ def setup(args):
         if args.eval_only:
             raise SystemExit("--eval-only evaluates MODEL.WEIGHTS (a trained detector); "
                              "--backbone would replace it: drop --backbone")
-        message = attach_backbone(cfg, args.backbone)
+        message = attach_backbone(cfg, args)
     cfg.freeze()
     try:  # before training, not after it: metrics.json needs the protocol's reference
         det_reference(cfg, args.config_file)
@@ -198,13 +200,7 @@ def main(args):
 
 def build_parser():
     parser = default_argument_parser(epilog=__doc__)
-    parser.add_argument(
-        "--backbone", default="", type=backbone_source,
-        help="backbone weights: our export / training checkpoint, an official VICRegL file, a "
-             "torchvision ResNet state dict, or random:SEED (the random-init floor). It is "
-             "converted to OUTPUT_DIR/backbone_<arch>.pkl; the architecture comes from the "
-             "config (RESNETS.DEPTH, CONVNEXT.ARCH or RESNET_NANO.ARCH). Omit it to use "
-             "MODEL.WEIGHTS as given (e.g. a .pkl from tools/convert.py) or when resuming")
+    add_backbone_arg(parser, required=False)  # --eval-only, MODEL.WEIGHTS and --resume need none
     parser.add_argument(
         "--data-root", default=os.environ.get("DETECTRON2_DATASETS", "data"),
         help="folder holding coco/, VOC2007/, VOC2012/ (detectron2's layout); default "

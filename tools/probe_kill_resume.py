@@ -48,9 +48,9 @@ def pretrain_argv(folder: Path, rerun: bool, extra: list[str]) -> list[str]:
 
 
 def seg_argv(folder: Path, rerun: bool, extra: list[str]) -> list[str]:
-    data, backbone = folder.parent / "data", folder.parent / "mini_mmseg.pth"
-    return [sys.executable, str(ROOT / "tools/seg_train.py"), SEG_CONFIG, "--checkpoint",
-            str(backbone), "--data-root", str(data), "--work-dir", str(folder),
+    data = folder.parent / "data"
+    return [sys.executable, str(ROOT / "tools/seg_train.py"), SEG_CONFIG, "--backbone",
+            "random:0", "--data-root", str(data), "--work-dir", str(folder),
             "--max-iters", "6", "--crop-size", "64", "--total-batch", "2", "--num-workers", "0",
             *(["--resume"] if rerun else []), "--cfg-options", "model.backbone.arch=convnext_mini",
             "model.decode_head.in_channels=[16,32,64,128]", "default_hooks.checkpoint.interval=1",
@@ -58,15 +58,11 @@ def seg_argv(folder: Path, rerun: bool, extra: list[str]) -> list[str]:
 
 
 def prepare_seg(work: Path) -> None:
-    """The synthetic VOC aug set and a converted random convnext_mini, shared by all trials."""
+    """The synthetic VOC aug set, shared by all trials."""
     from transfer.synthetic.segmentation import write_voc12aug
 
     if not (work / "data").is_dir():
         write_voc12aug(work / "data", num_train=4, num_val=2, size=64, seed=0)
-    if not (work / "mini_mmseg.pth").is_file():
-        subprocess.run([sys.executable, str(ROOT / "tools/convert.py"), "--framework", "mmseg",
-                        "--arch", "convnext_mini", "--source", "random:0", "--out",
-                        str(work / "mini_mmseg.pth"), "--quiet"], check=True, cwd=ROOT)
 
 
 def run_to_end(argv: list[str], log: Path) -> float:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
+from pretrain.common.arguments import add_backbone_arg
 from pretrain.common.preflight import check_output_file
 from transfer.datasets import IMAGEFOLDER_SPLITS, IMAGEFOLDER_SUBDIR, add_data_root_arg
 
@@ -42,9 +43,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", required=True, help="official name: resnet50, convnext_small, ...")
-    p.add_argument("--backbone", required=True,
-                   help="anything transfer/weights.py reads: backbone.pth, checkpoint.pth, an "
-                        "official VICRegL file, a torchvision state dict, or random:SEED")
+    add_backbone_arg(p)
     add_data_root_arg(p, "<dataset>/train, the ImageFolder the images come from")
     p.add_argument("--dataset", default=IMAGEFOLDER_SUBDIR,
                    help="sub-folder of the data root holding train/<class>/<image>")

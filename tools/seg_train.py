@@ -1,27 +1,31 @@
 #!/usr/bin/env python
 """Train a segmentation transfer experiment with MMSegmentation 1.x (mmengine's Runner).
 
-One process, torchrun or SLURM; the checkpoint, data root and GPU count are arguments, the
-protocol is the config. Before building anything it checks the dataset layout and that the
-checkpoint is a converted one of the config's architecture; before the first iteration the
-config's VerifyPretrainedHook checks the backbone holds exactly that checkpoint. At the end it
-writes WORK_DIR/metrics.json from the final validation (mIoU, mAcc, aAcc, per-class IoU).
+One process, torchrun or SLURM; the backbone, data root and GPU count are arguments, the
+protocol is the config. Before building anything it checks the dataset layout and reads
+--backbone once, strictly, as the architecture the config builds (any source of
+transfer/weights.py), and converts it into the work dir (WORK_DIR/backbone_<arch>.pth, key map
+in the log), which the backbone's Pretrained init loads; before the first iteration the
+config's VerifyPretrainedHook checks the backbone holds exactly the weights that were read. At
+the end it writes WORK_DIR/metrics.json from the final validation (mIoU, mAcc, aAcc, per-class
+IoU).
 
 Examples:
   # one process (GPU if present, else CPU)
   python tools/seg_train.py configs/segmentation/linear_resnet50_voc12aug_40k.py \\
-      --checkpoint ckpt/r50_mmseg.pth --data-root data --work-dir work_dirs/linear_r50_voc
+      --backbone runs/r50/backbone.pth --data-root data --work-dir work_dirs/linear_r50_voc
   # 8 GPUs on one machine (total batch 16 -> 2 per GPU)
-  torchrun --nproc_per_node 8 tools/seg_train.py CONFIG --launcher pytorch --checkpoint C
+  torchrun --nproc_per_node 8 tools/seg_train.py CONFIG --launcher pytorch --backbone B
   # SLURM, one task per GPU; requeue with the same command plus --resume
   srun -N 2 --ntasks-per-node 4 --gpus-per-task 1 python tools/seg_train.py CONFIG \\
-      --launcher slurm --checkpoint C --work-dir W --resume
-  # three seeds of the head in one process (start-up paid once): W/seed0, W/seed1, W/seed2;
-  # the same command again skips the finished seeds (add --resume to continue a killed one)
-  python tools/seg_train.py CONFIG --checkpoint C --work-dir W --seeds 0 1 2
-  # CPU smoke run on the synthetic data: 20 iterations of 64-pixel crops
+      --launcher slurm --backbone B --work-dir W --resume
+  # three seeds of the head in one process (start-up and the backbone read paid once):
+  # W/seed0, W/seed1, W/seed2; the same command again skips the finished seeds (add --resume
+  # to continue a killed one)
+  python tools/seg_train.py CONFIG --backbone B --work-dir W --seeds 0 1 2
+  # CPU smoke run on the synthetic data: 20 iterations of 64-pixel crops, random init
   python tools/seg_train.py configs/segmentation/linear_convnext_small_voc12aug_40k.py \\
-      --checkpoint mini.pth --data-root /tmp/synth --max-iters 20 --crop-size 64 \\
+      --backbone random:0 --data-root /tmp/synth --max-iters 20 --crop-size 64 \\
       --total-batch 4 --num-workers 0 \\
       --cfg-options model.backbone.arch=convnext_mini \\
       "model.decode_head.in_channels=[16,32,64,128]"
@@ -35,10 +39,12 @@ import _bootstrap  # noqa: F401
 
 from mmengine.config import Config, DictAction
 
+from pretrain.common.arguments import add_backbone_arg
 from pretrain.common.preflight import check_output_dir
+from transfer.conversion import Converted, convert_into
 from transfer.datasets import add_data_root_arg
 from transfer.mmseg_side import overrides
-from transfer.mmseg_side.checkpoint import arch_of_backbone_cfg, read_checkpoint
+from transfer.mmseg_side.checkpoint import arch_of_backbone_cfg
 from transfer.mmseg_side.layouts import check_dataset
 from transfer.seed_runs import add_seed_args, planned_runs
 
@@ -46,9 +52,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="an experiment of configs/segmentation/")
-    parser.add_argument("--checkpoint", required=True,
-                        help="backbone checkpoint written by tools/convert.py --framework mmseg "
-                             "(convert random:0 for the random-initialisation floor)")
+    add_backbone_arg(parser)
     add_data_root_arg(parser, "VOCdevkit/VOC2012, cityscapes, ade/ADEChallengeData2016")
     parser.add_argument("--work-dir", help="logs, checkpoints, metrics.json "
                                            "(default runs/segmentation/<config name>)")
@@ -103,7 +107,6 @@ def build_config(args, seed: int, work_dir: str) -> tuple[Config, dict]:
     world = overrides.world_size(args.launcher)
     data_dir = overrides.set_data_root(cfg, args.data_root)
     overrides.set_batch(cfg, args.total_batch or cfg.total_batch_size, world)
-    overrides.set_pretrained(cfg, args.checkpoint)
     if args.max_iters:
         overrides.set_max_iters(cfg, args.max_iters)
     if args.crop_size:
@@ -121,23 +124,27 @@ def build_config(args, seed: int, work_dir: str) -> tuple[Config, dict]:
     return cfg, {"world": world, "data_dir": str(data_dir)}
 
 
-def preflight(cfg, args) -> dict:
-    """Fail before any model or worker exists: dataset layout, checkpoint format and arch."""
+def preflight(cfg, args) -> None:
+    """Fail before any model or worker exists: the work dir, the dataset layout, the
+    checkpoint --resume would pick."""
     try:
         check_output_dir(cfg.work_dir, "--work-dir")
         print(check_dataset(cfg.dataset_name, args.data_root))
-        meta = read_checkpoint(args.checkpoint)["meta"]
         check_resume_checkpoint(cfg)
-    except (ValueError, OSError) as exc:  # layout, format and place errors name the files
+    except (ValueError, OSError) as exc:  # layout and place errors name the files
         raise SystemExit(str(exc)) from exc
+
+
+def convert_backbone(cfg, args, work_dir: str) -> Converted:
+    """The one read of --backbone: strictly, as the architecture the config builds, written
+    into ``work_dir`` for the backbone's Pretrained init (every seed's run loads that file)."""
     arch = arch_of_backbone_cfg(cfg.model.backbone)
-    if meta["arch"] != arch:
-        raise SystemExit(f"{args.checkpoint} holds a {meta['arch']} backbone but {args.config} "
-                         f"builds {arch}; pick the matching config, or for a small test "
-                         f"variant override the backbone (--cfg-options "
-                         f"model.backbone.arch=... / model.backbone.depth=...) and the head's "
-                         f"in_channels")
-    return meta["backbone"]
+    try:
+        converted = convert_into(args.backbone, arch, work_dir, "mmseg")
+    except (ValueError, OSError) as exc:  # unreadable, another architecture: named
+        raise SystemExit(f"--backbone: {exc} ({args.config} builds {arch})") from exc
+    print(converted.report())
+    return converted
 
 
 def check_resume_checkpoint(cfg) -> None:
@@ -161,16 +168,19 @@ def main(argv=None) -> int:
         runs = planned_runs(work_dir, args.seed, args.seeds)
     except ValueError as exc:
         raise SystemExit(str(exc)) from exc
+    converted = None
     for seed, folder in runs:
-        train_one(args, seed, str(folder))
+        cfg, run = build_config(args, seed, str(folder))
+        preflight(cfg, args)
+        if converted is None:  # read once, for every seed: the config's arch is theirs too
+            converted = convert_backbone(cfg, args, work_dir)
+        overrides.set_pretrained(cfg, converted.path)
+        train_one(args, seed, cfg, run, converted)
     return 0
 
 
-def train_one(args, seed: int, work_dir: str) -> None:
-    """One seed: checks, training, the final validation, metrics.json in ``work_dir``."""
-    cfg, run = build_config(args, seed, work_dir)
-    backbone = preflight(cfg, args)
-
+def train_one(args, seed: int, cfg, run: dict, converted: Converted) -> None:
+    """One seed: training, the final validation, metrics.json in ``cfg.work_dir``."""
     from mmengine.dist import barrier, is_main_process
 
     from transfer.mmseg_side.runner import (SegRunner, find_metric, metrics_record,
@@ -182,9 +192,11 @@ def train_one(args, seed: int, work_dir: str) -> None:
         raise SystemExit(str(exc)) from exc
 
     runner = SegRunner.from_cfg(cfg)
+    runner.pretrained = converted  # what VerifyPretrainedHook checks the backbone against
+    backbone = converted.weights.info()
     if is_main_process():
         write_run_marker(cfg.work_dir, {
-            "config": args.config, "checkpoint": str(args.checkpoint), "backbone": backbone,
+            "config": args.config, "backbone_file": str(converted.path), "backbone": backbone,
             "dataset": cfg.dataset_name, "data_dir": run["data_dir"], "protocol": cfg.protocol,
             "processes": run["world"], "batch_per_process": cfg.train_dataloader.batch_size})
     barrier()  # every process checks the marker before trusting a checkpoint to resume from

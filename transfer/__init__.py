@@ -1,6 +1,7 @@
 """Transfer: a pretrained backbone evaluated on downstream tasks, in three jobs.
 
-- framework adapters: ``weights`` (the one strict reader every side uses), ``mmseg_side``
+- framework adapters: ``weights`` (the one strict reader every side uses), ``conversion`` (a
+  source -> the file a framework loads, written into the run's folder), ``mmseg_side``
   (MMSegmentation) and ``detectron2_side`` (detectron2); only these two import a framework;
 - ``evaluation``: the evaluations that need no framework (k-NN and linear classification,
   dense retrieval, PCA maps of the features);

@@ -1,7 +1,7 @@
 """The one strict weights reader: any supported source -> a backbone state dict.
 
 Sources (``source`` argument), told apart by ``pretrain.weight_files.identify``:
-- our backbone export or training checkpoint, or an mmseg conversion of ``tools/convert.py``;
+- our backbone export or training checkpoint, or an mmseg conversion (``transfer.conversion``);
 - the official VICRegL files: backbone-only state dicts and full ``{epoch, model, optimizer}``
   checkpoints (``module.backbone.*``);
 - torchvision ResNet state dicts (the supervised baseline; ``fc.*`` is dropped and reported);

@@ -128,3 +128,15 @@ def backbone_source(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def add_backbone_arg(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--backbone SOURCE``: the one way every transfer tool (seg_train, det_train,
+    dense_nn_eval, cls_eval, recalibrate_bn) is given a backbone, any source
+    ``transfer.weights.read_backbone`` reads, checked by ``backbone_source``."""
+    parser.add_argument(
+        "--backbone", required=required, type=backbone_source, metavar="SOURCE",
+        help="backbone weights, read strictly as the architecture the run builds: our "
+             "backbone.pth or checkpoint.pth, an official VICRegL file (backbone or full "
+             "checkpoint), a torchvision ResNet state dict, or random:SEED (the random-init "
+             "floor)")

@@ -10,5 +10,5 @@ registers, in mmseg's registries:
 - ``LinearProbeHead`` (MODELS): the VICRegL linear protocol head (BN, dropout, 1x1 conv);
 - ``PerClassIoUMetric`` (METRICS): mmseg's IoUMetric that keeps the per-class table;
 - ``VerifyPretrainedHook`` (HOOKS): fails the run unless the backbone holds exactly the
-  converted checkpoint's weights.
+  weights tools/seg_train.py read from ``--backbone``.
 """

@@ -1,6 +1,7 @@
 """The checkpoint MMSegmentation loads, and the strict check that it was loaded.
 
-Format written by ``tools/convert.py --framework mmseg`` (loadable with ``weights_only``)::
+Format written by ``transfer.conversion`` (tools/seg_train.py into its work dir, tools/convert.py
+by hand; loadable with ``weights_only``)::
 
     {"state_dict": {"backbone.<official key>": tensor, ...},
      "meta": {"format": MMSEG_FORMAT, **BackboneWeights.provenance()}}
@@ -9,7 +10,8 @@ Format written by ``tools/convert.py --framework mmseg`` (loadable with ``weight
 A config loads it with ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')``
 on the backbone. mmengine's ``Pretrained`` loads with ``strict=False`` and only logs what did
 not match, so ``verify_backbone`` (run by ``VerifyPretrainedHook`` before the first iteration)
-compares the backbone with the file tensor by tensor and raises on any difference.
+compares the backbone, tensor by tensor, with the weights the run read and converted, and
+raises on any difference.
 
 Key maps: the official names are kept. mmseg's ``ResNet`` (``type='ResNet'``, V1b, pytorch
 style) has exactly torchvision's names; ``VICRegLConvNeXt`` is the pretraining module. So the
@@ -22,8 +24,7 @@ import torch
 from pretrain.backbones import ARCHS, CONVNEXT_SPECS, NANO_SPECS, RESNET_SPECS
 from pretrain.checkpoint import atomic_save
 from pretrain.common.state_keys import describe_mismatch, load_strict, summarise_keys
-from pretrain.weight_files import (MMSEG_FORMAT, PREFIX, check_finite, file_kind, identify,
-                                  load_state_file)
+from pretrain.weight_files import MMSEG_FORMAT, PREFIX
 
 
 def mmseg_backbone_cfg(arch: str, **overrides) -> dict:
@@ -84,40 +85,29 @@ def write_checkpoint(path: str | Path, weights) -> dict[str, str]:
     return key_map
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Read a converted checkpoint (weights_only) and check its format; clear errors."""
-    raw = load_state_file(path)
-    if file_kind(raw) != "mmseg-conversion":
-        raise ValueError(f"{path} is not an mmseg backbone checkpoint written by "
-                         f"tools/convert.py (no meta.format == {MMSEG_FORMAT!r}); convert it: "
-                         f"python tools/convert.py --framework mmseg --arch ARCH "
-                         f"--source {path} --out OUT.pth")
-    state = identify(raw, path).state
-    if not all(k.startswith(PREFIX) for k in state):
-        raise ValueError(f"{path}: state_dict must hold only {PREFIX}* tensors")
-    check_finite(state, path)
-    return raw
+def format_key_map(key_map: dict[str, str]) -> str:
+    """One ``source -> target`` line per tensor, then the count line."""
+    width = max(len(src) for src in key_map)
+    lines = [f"{src:<{width}} -> {dst}" for src, dst in key_map.items()]
+    return "\n".join(lines + [f"{len(key_map)} tensors renamed, 0 unmatched"])
 
 
-def verify_backbone(backbone: torch.nn.Module, path: str | Path, prefix: str = PREFIX) -> str:
-    """Raise unless ``backbone`` holds exactly the tensors of ``path`` under ``prefix``:
-    same keys, same shapes, equal values. Returns a one-line summary for the log."""
-    raw = load_state_file(path)
-    state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a checkpoint with a state_dict")
-    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+def verify_backbone(backbone: torch.nn.Module, state: dict[str, torch.Tensor],
+                    source: str) -> str:
+    """Raise unless ``backbone`` holds exactly ``state`` (official key names, what the run
+    read from ``source``): same keys, same shapes, equal values. Compared in memory: the
+    converted file is not read again. Returns a one-line summary for the log."""
     own = backbone.state_dict()
     differ = [k for k in sorted(set(own) & set(state)) if own[k].shape == state[k].shape
               and not torch.equal(own[k].detach().cpu(), state[k].to(own[k].dtype))]
-    parts = [] if state else [f"no tensors with the prefix {prefix!r}"]
-    parts += describe_mismatch(own, state,
-                               missing_as="backbone tensors not in the file (left at random init)",
-                               unexpected_as="file tensors the backbone does not have")
+    parts = describe_mismatch(own, state,
+                              missing_as="backbone tensors not in the weights (left at random "
+                                         "init)",
+                              unexpected_as="weights the backbone does not have")
     if differ:
         parts.append(f"values differ after loading: {summarise_keys(differ)}")
     if parts:
-        raise ValueError(f"pretrained checkpoint {path} does not fit the backbone "
+        raise ValueError(f"pretrained weights {source} do not fit the backbone "
                          f"{type(backbone).__name__}: " + "; ".join(parts))
-    return (f"backbone {type(backbone).__name__} holds all {len(own)} tensors of {path} "
-            f"(prefix {prefix!r}), values checked equal")
+    return (f"backbone {type(backbone).__name__} holds all {len(own)} tensors of {source}, "
+            "values checked equal")

@@ -1,6 +1,6 @@
 """Command-line arguments -> edits of an mmengine segmentation Config.
 
-The experiment files fix the protocol; what changes per run (checkpoint, data root, GPUs,
+The experiment files fix the protocol; what changes per run (backbone, data root, GPUs,
 and for tests or a CPU demo a shorter schedule and smaller crops) is applied here, never by
 editing a config. Each function edits ``cfg`` in place and says what it did.
 """
@@ -66,6 +66,7 @@ def set_batch(cfg, total: int, world: int) -> int:
 
 
 def set_pretrained(cfg, checkpoint: str | Path) -> None:
+    """The backbone's init loads ``checkpoint`` (a conversion of transfer.conversion)."""
     cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=str(checkpoint),
                                        prefix="backbone.")
 

@@ -132,9 +132,12 @@ class SegRunner(Runner):
     """``Runner`` whose checkpoint loading follows the policy of the module docstring.
 
     ``trusted_dir``: where mmengine's own checkpoints may be unpickled with the allow-list
-    (default: this run's work dir)."""
+    (default: this run's work dir). ``pretrained``: the ``transfer.conversion.Converted`` the
+    backbone's ``Pretrained`` init loads, set by tools/seg_train.py; ``VerifyPretrainedHook``
+    checks the backbone holds its weights."""
 
     trusted_dir: str | None = None
+    pretrained = None
 
     def load_or_resume(self) -> None:
         if self._has_loaded:
@@ -161,7 +164,7 @@ class SegRunner(Runner):
 
 
 def write_run_marker(work_dir: str | Path, record: dict) -> Path:
-    """``seg_run.json``: what this work dir holds (config, checkpoint, backbone, data)."""
+    """``seg_run.json``: what this work dir holds (config, backbone, data)."""
     record = dict(record, git_sha=git_sha(),
                   started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return write_json(Path(work_dir) / RUN_MARKER, record)

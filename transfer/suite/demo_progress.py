@@ -2,8 +2,8 @@
 
 The suite runner prints each step's own progress (start, heartbeat, end); this adds one line for
 the whole run: steps done / to do, what runs, elapsed time and an estimate of the time left.
-The estimate: each step kind (pretrain, recalibrate, convert, or the experiment's task) is
-expected to take the mean wall time of its finished steps (this run's or an earlier run's, from
+The estimate: each step kind (pretrain, recalibrate, or the experiment's task) is expected to
+take the mean wall time of its finished steps (this run's or an earlier run's, from
 ``suite_status.json``), or a prior given by the caller before any has finished; a running step
 has its expected time minus its elapsed time left; the work left is shared by ``jobs`` workers
 but never finishes before its longest step. Rough by design; it improves as steps finish.
@@ -26,7 +26,7 @@ DONE_STATES = ("finished", "failed", "blocked", "missing_extra")
 @dataclass(frozen=True)
 class Timing:
     """What the ETA needs of one step."""
-    kind: str  # pretrain | recalibrate | convert | the experiment's task
+    kind: str  # pretrain | recalibrate | the experiment's task
     state: str  # finished | running | todo | done-without-result (failed, missing extra...)
     elapsed: float = 0.0  # running: seconds since it started
     wall: float | None = None  # finished: its measured wall time

@@ -1,6 +1,7 @@
 """A suite expanded into a plan: the steps to run (pretraining, BatchNorm recalibration,
-conversion, experiments), each with its folder, the tool's command line, its output and what
-it needs.
+experiments), each with its folder, the tool's command line, its output and what it needs.
+Every experiment is given its backbone's source as ``--backbone``; a tool that needs its
+framework's file converts the source itself, into the step's folder.
 
 ``make_plan`` fills the suite's placeholders (listed in ``spec.py``) for every backbone x
 experiment row; ``select`` keeps the steps that ``--only`` names and what they need. How a
@@ -21,7 +22,7 @@ SPAWN = {"segmentation": "torchrun", "detection": "self", "classification": "tor
 SEEDS_IN_ONE_PROCESS = {"segmentation", "classification", "dense_retrieval"}
 # Steps that derive a file from their backbone's: when stale, the file is simply rewritten
 # (their folder is not moved aside)
-REWRITTEN_KINDS = ("convert", "recalibrate")
+REWRITTEN_KINDS = ("recalibrate",)
 # recalibrate_bn keys -> tools/recalibrate_bn.py options
 RECALIBRATE_OPTIONS = {"images": "--images", "image_size": "--image-size", "resize": "--resize",
                        "dataset": "--dataset", "batch_size": "--batch-size", "seed": "--seed"}
@@ -42,7 +43,7 @@ class Step:
     """One thing to run. ``argv`` is the tool's own command line; how it is launched (one
     process, torchrun, SLURM) is the runner's business, told by ``spawn`` and ``gpus``."""
     id: str
-    kind: str  # pretrain | recalibrate | convert | experiment
+    kind: str  # pretrain | recalibrate | experiment
     backbone: Backbone
     folder: Path
     argv: list[str]
@@ -109,8 +110,8 @@ def _seed_args(seed: int | None, flag: str = "--seed") -> list[str]:
 
 
 def _segmentation_argv(exp, values, gpus, where, seed) -> list[str]:
-    argv = [values["python"], "tools/seg_train.py", _config(exp, values, where), "--checkpoint",
-            values["checkpoint"], "--data-root", values["data_root"], "--work-dir",
+    argv = [values["python"], "tools/seg_train.py", _config(exp, values, where), "--backbone",
+            values["source"], "--data-root", values["data_root"], "--work-dir",
             values["row_dir"]]
     if gpus > 1:
         argv += ["--launcher", "pytorch"]
@@ -233,11 +234,10 @@ def make_plan(suite: Suite, work_dir: str | Path, data_root: str | Path,
                 root=str(ROOT), python=python)
     steps: list[Step] = []
     for bb in suite.backbones.values():
-        checkpoint = work_dir / "checkpoints" / bb.name / "mmseg.pth"
         values = dict(base, arch=bb.arch, backbone=bb.name, experiment="", row_dir="",
-                      checkpoint=str(checkpoint), gpus="", seed="0")
+                      gpus="", seed="0")
         where = f"{suite.path}: backbones.{bb.name}"
-        values["source"] = source = backbone_source(bb, work_dir, values, f"{where}.source")
+        values["source"] = backbone_source(bb, work_dir, values, f"{where}.source")
         needs = []
         if bb.pretrain is not None:
             steps.append(_pretrain_step(bb, values, work_dir, data_root, pretrain_gpus, where))
@@ -245,16 +245,10 @@ def make_plan(suite: Suite, work_dir: str | Path, data_root: str | Path,
         if bb.recalibrate_bn is not None:  # every evaluation reads the recalibrated file
             steps.append(_recalibrate_step(bb, values, work_dir, data_root, gpus, needs, where))
             needs.append(steps[-1].id)
-            values["source"] = source = str(steps[-1].output)
-        rows = [e for e in suite.experiments.values() if e.applies_to(bb.arch)]
-        if any(e.task == "segmentation" for e in rows):
-            argv = [python, "tools/convert.py", "--framework", "mmseg", "--arch", bb.arch,
-                    "--source", source, "--out", str(checkpoint), "--quiet"]
-            steps.append(Step(f"convert:{bb.name}", "convert", bb, checkpoint.parent, argv,
-                              checkpoint, needs=list(needs), source=source))
-        for exp in rows:
-            converted = [f"convert:{bb.name}"] if exp.task == "segmentation" else []
-            steps += _experiment_steps(suite, bb, exp, values, work_dir, gpus, needs + converted)
+            values["source"] = str(steps[-1].output)
+        for exp in suite.experiments.values():
+            if exp.applies_to(bb.arch):
+                steps += _experiment_steps(suite, bb, exp, values, work_dir, gpus, needs)
     if not any(s.kind == "experiment" for s in steps):
         raise SuiteError(f"{suite.path}: no experiment applies to any backbone (check 'archs')")
     return Plan(suite, work_dir, data_root, steps)
@@ -262,7 +256,7 @@ def make_plan(suite: Suite, work_dir: str | Path, data_root: str | Path,
 
 def select(plan: Plan, patterns: list[str]) -> list[Step]:
     """Steps whose id matches one of the glob ``patterns`` (all when none), plus what they
-    need (pretraining, recalibration and conversion of their backbone). A row id
+    need (pretraining and recalibration of their backbone). A row id
     (``backbone/experiment``) selects all the seeds of a seeded row."""
     if not patterns:
         return list(plan.steps)

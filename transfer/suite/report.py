@@ -22,8 +22,6 @@ def announce(group: list[Step], index: int, total: int) -> None:
 
 
 def where(step: Step) -> str:
-    if step.kind == "convert":
-        return "cpu"
     return f"{step.gpus} GPU" + ("s" if step.gpus != 1 else "") if step.gpus else "cpu"
 
 

@@ -90,7 +90,7 @@ class SuiteRunner:
             waiting.remove(step)
             if decision != "start":
                 continue
-            if self.opt.launcher == "slurm" and step.kind != "convert":
+            if self.opt.launcher == "slurm":
                 self._announce([step])
                 self.slurm.submit(step)
                 self.write_results()

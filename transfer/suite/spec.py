@@ -32,8 +32,11 @@ A suite file (full description in docs/suites.md)::
 Rows are every backbone x every experiment whose ``archs`` patterns match the backbone's
 architecture. Strings may hold placeholders: ``{data_root}``, ``{work_dir}``, ``{root}`` (the
 repository), ``{python}``, ``{arch}``, ``{backbone}``, ``{experiment}``, ``{row_dir}``,
-``{source}``, ``{checkpoint}`` (the converted mmseg checkpoint), ``{gpus}``, ``{seed}`` (the
-step's seed; 0 when the experiment has no ``seeds``) and the suite's ``variables``.
+``{source}`` (the backbone's source, what every experiment is given as ``--backbone``),
+``{gpus}``, ``{seed}`` (the step's seed; 0 when the experiment has no ``seeds``) and the
+suite's ``variables``. A suite names sources only: a tool that needs a framework's file
+converts the source itself (``{checkpoint}``, the converted mmseg file of former versions, is
+an error naming the file).
 
 ``seeds: N`` (N > 1) makes N steps of a row, ``<backbone>/<experiment>/seed<k>`` for k = 0..N-1,
 each in ``<row folder>/seed<k>`` and given its seed (``--seed k``, detectron2's ``SEED k``);
@@ -53,7 +56,12 @@ ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("segmentation", "detection", "classification", "dense_retrieval", "command")
 CLASSIFICATION_PROTOCOLS = ("knn", "linear")
 BUILTINS = ("data_root", "work_dir", "root", "python", "arch", "backbone", "experiment",
-            "row_dir", "source", "checkpoint", "gpus", "seed")
+            "row_dir", "source", "gpus", "seed")
+# Placeholders of former versions and what replaced them: an old suite file fails saying so,
+# rather than with "unknown placeholder" alone
+RETIRED = {"checkpoint": "the converted mmseg checkpoint of the former 'convert' step is gone: "
+                         "experiments are given their backbone's source (tools/seg_train.py "
+                         "--backbone {source}) and convert it themselves; use {source}"}
 
 SUITE_KEYS = {"name", "description", "variables", "backbones", "experiments", "paper_results"}
 BACKBONE_KEYS = {"arch", "source", "pretrain", "paper", "label", "recalibrate_bn"}
@@ -154,6 +162,9 @@ def _check_strings(path, where: str, texts, known: set[str]) -> None:
     """Every placeholder of ``texts`` well formed and known (a built-in or a variable)."""
     for text in texts:
         unknown = sorted({n for n in placeholders(text, f"{path}: {where}") if n not in known})
+        for name in unknown:
+            if name in RETIRED:
+                _fail(path, f"{where}: {{{name}}} in {text!r}: {RETIRED[name]}")
         if unknown:
             _fail(path, f"{where}: unknown placeholder(s) "
                         f"{', '.join('{' + n + '}' for n in unknown)} in {text!r}; known here: "

@@ -11,7 +11,7 @@ not start a step (``scheduler.py``). Nothing else merges these.
 The states and their order of priority (the first that applies wins):
 
 1. ``finished``: the output exists and reads (``backbone.pth`` of pretraining or of BatchNorm
-   recalibration, the converted ``mmseg.pth``, the experiment's ``metrics.json``), and neither
+   recalibration, the experiment's ``metrics.json``), and neither
    the backbone file it read nor its command changed since it ran. An output wins over
    everything else: a recorded failure, a non-zero exit status, a verdict. Finished steps are
    skipped, so running a suite again resumes it.

@@ -5,7 +5,7 @@
 # (BN + dropout 0.1 + 1x1 conv) classifies layer4's 2048 channels.
 # mmseg's ResNet (type='ResNet', V1b, pytorch style) has torchvision's key names; NOT
 # ResNetV1c, whose deep stem does not fit torchvision-style weights.
-# The converted checkpoint comes from tools/seg_train.py --checkpoint (backbone init_cfg).
+# The weights come from tools/seg_train.py --backbone (converted into the work dir, init_cfg).
 protocol = 'linear_frozen'
 total_batch_size = 16  # split over the GPUs by tools/seg_train.py
 norm_cfg = dict(type='SyncBN', requires_grad=True)  # plain BN without a distributed launcher
