@@ -166,7 +166,8 @@ def _write(root: Path, files: dict[str, str]) -> Path:
     ({"pk/__init__.py": "", "pk/sub/__init__.py": "from .d import Y\nX = 1\n",
       "pk/sub/d.py": "from pk.sub import X\nY = 2\n"}, ["pk.sub", "pk.sub.d", "pk.sub"]),
     # scripts: a tool importing its neighbour, which imports it back
-    ({"pk/__init__.py": "", "scripts/x.py": "import y\n", "scripts/y.py": "def f():\n    import x\n"},
+    ({"pk/__init__.py": "", "scripts/x.py": "import y\n",
+      "scripts/y.py": "def f():\n    import x\n"},
      ["scripts/x", "scripts/y", "scripts/x"]),
 ])
 def test_the_graph_sees_hidden_cycles(tmp_path, files, expected):
