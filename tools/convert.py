@@ -66,12 +66,8 @@ def convert_mmseg(weights, out: Path, quiet: bool) -> str:
 
 
 def convert_detectron2(weights, out: Path, quiet: bool) -> str:
-    try:
-        from transfer.detectron2_side import conversion
-    except ImportError as exc:
-        raise SystemExit("detectron2 conversion needs the module "
-                         "transfer.detectron2_side.conversion (convert_backbone, write_pkl), "
-                         f"which could not be imported: {exc}") from exc
+    from transfer.detectron2_side import conversion  # needs no detectron2
+
     model_dict, key_map = conversion.convert_backbone(weights)
     conversion.write_pkl(out, model_dict, provenance=weights.info())
     text = conversion.format_key_map(key_map)
