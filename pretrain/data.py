@@ -267,8 +267,8 @@ class MultiCropDataset(Dataset):
     """Multi-crop views of a base dataset, deterministic per (seed, epoch, image).
 
     ``index`` may exceed ``len(self)``: image = index % len, epoch = index // len. Returns
-    ``{"views", "locations", "label", "skipped"}``: the first ``ITEM_KEYS`` name what the
-    transform returns (a subclass whose transform returns more names more).
+    ``{"views", "locations", "label", "skipped"}``; ``ITEM_KEYS`` names what the transform
+    returns, in order (``FastMultiCropDataset``'s also returns ``photometric``).
 
     An unreadable image (``UnreadableImageError``) is logged with its path and the error,
     replaced by the next readable image (its label too), and its path is returned in
