@@ -21,13 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from .backbones import build_backbone
-from .data import ImageFolderDataset
+from .backbones import feature_size
+from .data import ImageFolderDataset, collate_multicrop
 from .builder import build_augmentation, build_model, build_trainable, place, wrap_for_training
-from .fast_augment import collate_fast
-from .model import LOSS_KEYS
+from .losses import weighted_total
 from .pipeline import build_pipeline
 from .step import FiniteLossGuard, autocast, train_step
 from .synthetic import CLASS_NAMES, render_scene
@@ -90,14 +88,14 @@ def time_calls(calls: dict, device: torch.device, warmup: int, steps: int) -> di
     return out
 
 
-def crop_plan(cfg: dict, backbone: nn.Module) -> list[tuple[int, int]]:
+def crop_plan(cfg: dict) -> list[tuple[int, int]]:
     """[(crop size, grid side)] per view, large crops first, as the recipe draws them."""
-    d = cfg["data"]
-    return [(int(s), int(backbone.feature_size(int(s))))
+    d, arch = cfg["data"], cfg["model"]["arch"]
+    return [(int(s), feature_size(arch, int(s)))
             for s, n in zip(d["size_crops"], d["num_crops"]) for _ in range(int(n))]
 
 
-def synthetic_inputs(cfg: dict, backbone: nn.Module, batch: int, device: torch.device,
+def synthetic_inputs(cfg: dict, batch: int, device: torch.device,
                      image_hw: tuple[int, int] = (375, 500), num_classes: int = 1000,
                      seed: int = 0):
     """Device-resident views (random pixels), location grids of real random-resized-crop boxes
@@ -109,7 +107,7 @@ def synthetic_inputs(cfg: dict, backbone: nn.Module, batch: int, device: torch.d
     memory = torch.channels_last if cfg["run"]["channels_last"] else torch.contiguous_format
     views, locations = [], []
     height, width = image_hw
-    for (size, n), scale in zip(crop_plan(cfg, backbone), scales):
+    for (size, n), scale in zip(crop_plan(cfg), scales):
         views.append(torch.randn(batch, 3, size, size, generator=g).to(device).contiguous(
             memory_format=memory))
         grids = [location_grid(*random_resized_crop_params(width, height, scale, (3 / 4, 4 / 3),
@@ -117,15 +115,6 @@ def synthetic_inputs(cfg: dict, backbone: nn.Module, batch: int, device: torch.d
         locations.append(torch.stack(grids).to(device))
     labels = torch.randint(0, num_classes, (batch,), generator=g).to(device)
     return views, locations, labels
-
-
-def _weighted_total(model, terms: dict) -> torch.Tensor:
-    total = 0.0
-    if model.alpha > 0:
-        total = total + model.alpha * sum(terms[k] for k in LOSS_KEYS[:3])
-    if model.alpha < 1:
-        total = total + (1 - model.alpha) * sum(terms[k] for k in LOSS_KEYS[3:])
-    return total
 
 
 def build_training(cfg: dict, device: torch.device, num_classes: int = 1000):
@@ -152,8 +141,7 @@ def step_calls(cfg: dict, batch: int, device: torch.device, num_classes: int = 1
     run = cfg["run"]
     precision = run["precision"]
     model, optimizer, scaler, train_model = build_training(cfg, device, num_classes)
-    views, locations, labels = synthetic_inputs(cfg, model.backbone, batch, device,
-                                                num_classes=num_classes)
+    views, locations, labels = synthetic_inputs(cfg, batch, device, num_classes=num_classes)
     backbone = place(build_model(cfg, None).backbone, cfg, device)
     ceiling_backbone = torch.compile(backbone) if run["compile"] else backbone
 
@@ -186,7 +174,7 @@ def step_calls(cfg: dict, batch: int, device: torch.device, num_classes: int = 1
         leaves = {k: [t.detach().requires_grad_(True) for t in v] for k, v in outputs.items()}
 
         def loss():
-            _weighted_total(model, model.criterion(leaves, locations)).backward()
+            weighted_total(model.criterion(leaves, locations), model.alpha).backward()
 
         calls.update(loss=loss, optimizer=optimizer.step)
     calls["_guard"] = guard
@@ -251,17 +239,17 @@ def _write_one(root: Path, index: int, height: int, width: int, seed: int) -> No
 
 
 def build_loader(cfg: dict, root: Path, batch: int, workers: int, pipeline: str,
-                 device: torch.device, num_batches: int, backbone: nn.Module):
+                 device: torch.device, num_batches: int):
     """A DataLoader over ``root`` with the recipe's augmentation and ``pipeline``, yielding
     ``num_batches`` batches, plus the function that turns a batch into device views.
     ``pipeline="fast-workers"``: the fast pipeline's worker side alone (uint8 crops and
     parameters, no photometric step), what the workers must sustain when a GPU does the rest."""
     base = ImageFolderDataset(root)
     dataset, collate, to_device = build_pipeline(
-        pipeline.replace("-workers", ""), base, build_augmentation(cfg, backbone),
+        pipeline.replace("-workers", ""), base, build_augmentation(cfg),
         cfg["run"]["seed"], device, cfg["run"]["channels_last"])
     if pipeline == "fast-workers":
-        collate, to_device = collate_fast, lambda batch: (batch["views"], None, None)
+        collate, to_device = collate_multicrop, lambda batch: (batch["views"], None, None)
     indices = list(range(num_batches * batch))  # indices past len(base) are later epochs
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch, sampler=indices, num_workers=workers, collate_fn=collate,
@@ -273,9 +261,8 @@ def build_loader(cfg: dict, root: Path, batch: int, workers: int, pipeline: str,
 def loader_throughput(cfg: dict, root: Path, batch: int, workers: int, pipeline: str,
                       device: torch.device, batches: int = 20, warmup: int = 4) -> dict:
     """Images/s of the input pipeline alone, ending with normalised views on ``device``."""
-    backbone = build_backbone(cfg["model"]["arch"])  # only its grid sizes are needed
     loader, to_device = build_loader(cfg, root, batch, workers, pipeline, device,
-                                     batches + warmup, backbone)
+                                     batches + warmup)
     seconds = _timed_batches(loader, warmup, device, lambda i, sample: to_device(sample))
     return {"img_s": batches * batch / seconds}
 
@@ -300,7 +287,7 @@ def end_to_end(cfg: dict, root: Path, batch: int, workers: int, pipeline: str,
     run = cfg["run"]
     guard = FiniteLossGuard(device)
     loader, to_device = build_loader(cfg, root, batch, workers, pipeline, device,
-                                     batches + warmup, model.backbone)
+                                     batches + warmup)
 
     def step(i: int, sample: dict) -> None:
         views, locations, labels = to_device(sample)

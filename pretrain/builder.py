@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import distributed as dist_utils
+from .backbones import feature_size
 from .checkpoint import read_resume_checkpoint, restore_training_state
 from .common.data_root import data_root
 from .common.files import write_json
@@ -47,9 +48,11 @@ def build_model(cfg: dict, num_classes: int | None) -> VICRegL:
                    fuse_heads=m["fuse_heads"])
 
 
-def build_augmentation(cfg: dict, backbone: nn.Module) -> MultiCropAugmentation:
+def build_augmentation(cfg: dict) -> MultiCropAugmentation:
+    """The recipe's multi-crop augmentation; each crop size's location grid is the side of
+    the backbone's local feature map for it (``pretrain.backbones.feature_size``)."""
     d = cfg["data"]
-    grids = [backbone.feature_size(s) for s in d["size_crops"]]
+    grids = [feature_size(cfg["model"]["arch"], s) for s in d["size_crops"]]
     even, odd = EVEN_CROP_PROBS, ODD_CROP_PROBS  # (blur, solarize) probabilities
     return MultiCropAugmentation(size_crops=d["size_crops"], num_crops=d["num_crops"],
                                  min_scale_crops=d["min_scale_crops"],
@@ -225,7 +228,7 @@ def build_run(cfg: dict, data_root_override: str | None = None) -> Run:
     num_classes = getattr(base, "num_classes", None) if run["probe"] else None
     model = build_model(cfg, num_classes)
     dataset, collate, to_device = build_pipeline(
-        cfg["data"]["pipeline"], base, build_augmentation(cfg, model.backbone), run["seed"],
+        cfg["data"]["pipeline"], base, build_augmentation(cfg), run["seed"],
         device, run["channels_last"], cfg["data"]["max_corrupt"])
     drop_last = cfg["data"]["drop_last"]
     # len(dataset): the memory pipeline leaves unreadable images out at load time

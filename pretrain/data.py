@@ -267,7 +267,8 @@ class MultiCropDataset(Dataset):
     """Multi-crop views of a base dataset, deterministic per (seed, epoch, image).
 
     ``index`` may exceed ``len(self)``: image = index % len, epoch = index // len. Returns
-    ``{"views", "locations", "label", "skipped"}``.
+    ``{"views", "locations", "label", "skipped"}``; ``ITEM_KEYS`` names what the transform
+    returns, in order (``FastMultiCropDataset``'s also returns ``photometric``).
 
     An unreadable image (``UnreadableImageError``) is logged with its path and the error,
     replaced by the next readable image (its label too), and its path is returned in
@@ -275,6 +276,8 @@ class MultiCropDataset(Dataset):
     images in a row, an error naming them is raised: the data are broken, not one file.
     The replacement's augmentation still uses the requested (seed, epoch, image).
     """
+
+    ITEM_KEYS = ("views", "locations")
 
     def __init__(self, base: Dataset, transform: Callable, seed: int = 0,
                  max_consecutive_failures: int = 50):
@@ -308,21 +311,32 @@ class MultiCropDataset(Dataset):
             raise IndexError(f"negative index {index}")
         epoch, image_index = divmod(index, len(self.base))
         img, label, skipped = self._read(image_index)
-        views, locations = self.transform(img, generator=sample_generator(self.seed, epoch,
-                                                                           image_index))
-        return {"views": views, "locations": locations, "label": int(label), "skipped": skipped}
+        out = self.transform(img, generator=sample_generator(self.seed, epoch, image_index))
+        return {**dict(zip(self.ITEM_KEYS, out, strict=True)), "label": int(label),
+                "skipped": skipped}
+
+
+# Entries of a sample holding one value per view, in view order: stacked per view by
+# ``collate_multicrop``. ``photometric`` (fast and memory pipelines) and ``boxes`` (memory)
+# are present only in those pipelines' samples.
+PER_VIEW_KEYS = ("views", "locations", "photometric", "boxes")
 
 
 def collate_multicrop(batch: Sequence[dict]) -> dict:
-    """Stack per view: ``views`` list of (B, 3, S, S), ``locations`` list of (B, N, N, 2),
-    ``labels`` (B,) long (-1 = unknown), ``skipped`` the unreadable paths of the whole batch."""
-    num_views = len(batch[0]["views"])
-    return {
-        "views": [torch.stack([s["views"][v] for s in batch]) for v in range(num_views)],
-        "locations": [torch.stack([s["locations"][v] for s in batch]) for v in range(num_views)],
-        "labels": torch.tensor([s["label"] for s in batch], dtype=torch.long),
-        "skipped": [p for s in batch for p in s["skipped"]],
-    }
+    """The collate function of every pipeline (pil, fast, memory): each ``PER_VIEW_KEYS``
+    entry the samples have, stacked per view (``views`` list of (B, 3, S, S), ``locations``
+    list of (B, N, N, 2), ``photometric`` list of (B, NUM_PARAMS), ``boxes`` list of (B, 4)
+    (top, left, h, w)); ``image`` (B,) long where the samples name their image (memory);
+    ``labels`` (B,) long (-1 = unknown); ``skipped`` the unreadable paths of the whole batch."""
+    first = batch[0]
+    num_views = len(first["locations"])
+    out = {key: [torch.stack([s[key][v] for s in batch]) for v in range(num_views)]
+           for key in PER_VIEW_KEYS if key in first}
+    if "image" in first:
+        out["image"] = torch.tensor([s["image"] for s in batch], dtype=torch.long)
+    out["labels"] = torch.tensor([s["label"] for s in batch], dtype=torch.long)
+    out["skipped"] = [p for s in batch for p in s["skipped"]]
+    return out
 
 
 def build_dataset(kind: str, root: str | os.PathLike | None = None,

@@ -14,14 +14,6 @@ def world_size() -> int:
     return dist.get_world_size() if is_dist() else 1
 
 
-def rank() -> int:
-    return dist.get_rank() if is_dist() else 0
-
-
-def is_main() -> bool:
-    return rank() == 0
-
-
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather whose backward sums the gradients of every rank and keeps this rank's slice.
 

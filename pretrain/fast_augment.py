@@ -16,8 +16,6 @@ instead of PIL's decoder, torchvision's Gaussian kernel instead of PIL's box-blu
 approximation). ``tests/test_fast_pipeline.py`` checks the equal draws and the closeness of
 the pixels.
 """
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
@@ -26,7 +24,7 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import InterpolationMode
 
-from .data import MultiCropDataset, UnreadableImageError, load_rgb, sample_generator
+from .data import MultiCropDataset, UnreadableImageError, load_rgb
 from .transforms import (BLUR_SIGMA, JITTER, MultiCropAugmentation, location_grid,
                          random_resized_crop_params)
 
@@ -174,32 +172,11 @@ class FastMultiCrop:
 
 class FastMultiCropDataset(MultiCropDataset):
     """``MultiCropDataset`` (same indexing, seeding and unreadable-image handling) over decoded
-    uint8 images; items also carry ``photometric``, the (views, NUM_PARAMS) table."""
+    uint8 images; items also carry ``photometric``, the (views, NUM_PARAMS) table. Batched by
+    ``pretrain.data.collate_multicrop`` (views of (B, 3, S, S) uint8)."""
+
+    ITEM_KEYS = ("views", "locations", "photometric")
 
     def __init__(self, base: Dataset, transform: FastMultiCrop, seed: int = 0,
                  max_consecutive_failures: int = 50):
         super().__init__(DecodedImages(base), transform, seed, max_consecutive_failures)
-
-    def __getitem__(self, index: int) -> dict:
-        if index < 0:
-            raise IndexError(f"negative index {index}")
-        epoch, image_index = divmod(index, len(self.base))
-        img, label, skipped = self._read(image_index)
-        views, locations, params = self.transform(
-            img, generator=sample_generator(self.seed, epoch, image_index))
-        return {"views": views, "locations": locations, "photometric": params,
-                "label": int(label), "skipped": skipped}
-
-
-def collate_fast(batch: Sequence[dict]) -> dict:
-    """Stack per view: ``views`` list of (B, 3, S, S) uint8, ``photometric`` list of
-    (B, NUM_PARAMS), ``locations``, ``labels`` and ``skipped`` as ``collate_multicrop``."""
-    num_views = len(batch[0]["views"])
-    return {
-        "views": [torch.stack([s["views"][v] for s in batch]) for v in range(num_views)],
-        "photometric": [torch.stack([s["photometric"][v] for s in batch])
-                        for v in range(num_views)],
-        "locations": [torch.stack([s["locations"][v] for s in batch]) for v in range(num_views)],
-        "labels": torch.tensor([s["label"] for s in batch], dtype=torch.long),
-        "skipped": [p for s in batch for p in s["skipped"]],
-    }

@@ -17,6 +17,9 @@ from .matching import nearest_neighbors, select_positions
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
 VAR_EPS = 1e-4  # inside the variance hinge's sqrt(var + eps): the official value
+GLOBAL_KEYS = ("global_inv", "global_var", "global_cov")
+LOCAL_KEYS = ("local_inv", "local_var", "local_cov")
+LOSS_KEYS = GLOBAL_KEYS + LOCAL_KEYS
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -154,3 +157,16 @@ def local_vicreg_terms(maps: Sequence[torch.Tensor], locations: Sequence[torch.T
             total = total + matched_vicreg_terms(xs, ys, inv_coeff, var_coeff, cov_coeff, gather) / 2
     total = total / len(pairs)
     return {"local_inv": total[0], "local_var": total[1], "local_cov": total[2]}
+
+
+def weighted_total(terms: dict[str, torch.Tensor], alpha: float) -> torch.Tensor | float:
+    """The VICRegL loss from its six weighted terms: alpha * (global_inv + global_var +
+    global_cov) + (1 - alpha) * (local_inv + local_var + local_cov), as the official code sums
+    them. The global side is left out at alpha = 0 and the local one at alpha = 1 (their terms
+    are absent then, as the official model has no head for them)."""
+    total = 0.0
+    if alpha > 0.0:
+        total = total + alpha * (terms["global_inv"] + terms["global_var"] + terms["global_cov"])
+    if alpha < 1.0:
+        total = total + (1 - alpha) * (terms["local_inv"] + terms["local_var"] + terms["local_cov"])
+    return total

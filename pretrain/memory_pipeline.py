@@ -91,21 +91,6 @@ class MemoryDraws(Dataset):
                 "label": int(self.labels[image]), "skipped": []}
 
 
-def collate_draws(batch: Sequence[dict]) -> dict:
-    """``image`` (B,), ``boxes`` list per view of (B, 4) (top, left, h, w), ``photometric``
-    list per view of (B, NUM_PARAMS), ``locations``, ``labels`` and ``skipped``."""
-    num_views = len(batch[0]["locations"])
-    return {
-        "image": torch.tensor([s["image"] for s in batch], dtype=torch.long),
-        "boxes": [torch.stack([s["boxes"][v] for s in batch]) for v in range(num_views)],
-        "photometric": [torch.stack([s["photometric"][v] for s in batch])
-                        for v in range(num_views)],
-        "locations": [torch.stack([s["locations"][v] for s in batch]) for v in range(num_views)],
-        "labels": torch.tensor([s["label"] for s in batch], dtype=torch.long),
-        "skipped": [p for s in batch for p in s["skipped"]],
-    }
-
-
 def crop_views(images: torch.Tensor, boxes: Sequence[torch.Tensor], sizes: Sequence[int]
                ) -> list[torch.Tensor]:
     """uint8 (B, 3, H, W) images and per view (B, 4) boxes (top, left, h, w) -> per view

@@ -9,10 +9,10 @@ from .backbones import build_backbone, norm_kind
 from .distributed import all_gather_with_grad
 from .grouping import same_shape
 from .heads import mlp
-from .losses import global_vicreg_terms, local_vicreg_terms
+from .losses import LOSS_KEYS, global_vicreg_terms, local_vicreg_terms, weighted_total
 from .perview import per_view_mlp
 
-LOSS_KEYS = ("global_inv", "global_var", "global_cov", "local_inv", "local_var", "local_cov")
+__all__ = ["LOSS_KEYS", "VICRegL"]
 
 
 class VICRegL(nn.Module):
@@ -118,11 +118,8 @@ class VICRegL(nn.Module):
         """Total loss = alpha * global + (1 - alpha) * local + probe cross-entropy; and logs."""
         outputs = self.forward_views(views)
         terms = self.criterion(outputs, locations)
-        loss = outputs["representation"][0].new_zeros((), dtype=torch.float32)
-        if self.alpha > 0.0:
-            loss = loss + self.alpha * (terms["global_inv"] + terms["global_var"] + terms["global_cov"])
-        if self.alpha < 1.0:
-            loss = loss + (1 - self.alpha) * (terms["local_inv"] + terms["local_var"] + terms["local_cov"])
+        loss = (outputs["representation"][0].new_zeros((), dtype=torch.float32)
+                + weighted_total(terms, self.alpha))
         logs = {k: v.detach() for k, v in terms.items()}
         if self.classifier is not None and labels is not None:
             logits = self.classifier(outputs["representation"][0].detach())

@@ -22,8 +22,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .data import MultiCropDataset, collate_multicrop
-from .fast_augment import FastMultiCrop, FastMultiCropDataset, collate_fast
-from .memory_pipeline import build_views, collate_draws, memory_dataset
+from .fast_augment import FastMultiCrop, FastMultiCropDataset
+from .memory_pipeline import build_views, memory_dataset
 from .grouping import same_shape
 from .photometric import apply_photometric
 from .transforms import MultiCropAugmentation
@@ -44,14 +44,14 @@ def photometric_views(views: Sequence[torch.Tensor], params: Sequence[torch.Tens
 
 
 class FastCollate:
-    """``collate_fast``, then (``photometric=True``, for CPU training) the photometric part
+    """``collate_multicrop``, then (``photometric=True``, for CPU training) the photometric part
     in the worker; a class so that worker processes can pickle it."""
 
     def __init__(self, photometric: bool, channels_last: bool):
         self.photometric, self.channels_last = photometric, channels_last
 
     def __call__(self, batch):
-        out = collate_fast(batch)
+        out = collate_multicrop(batch)
         if self.photometric:
             out["views"] = photometric_views(out["views"], out.pop("photometric"),
                                              self.channels_last)
@@ -68,7 +68,7 @@ def build_pipeline(kind: str, base: Dataset, augmentation: MultiCropAugmentation
     if kind == "memory":
         dataset, store = memory_dataset(base, FastMultiCrop(augmentation), seed, max_corrupt,
                                         device)
-        collate = collate_draws
+        collate = collate_multicrop
     elif kind == "pil":
         dataset, collate = MultiCropDataset(base, augmentation, seed=seed), collate_multicrop
     else:

@@ -47,12 +47,12 @@ class ResumableDistributedSampler(Sampler[int]):
     """
 
     def __init__(self, dataset_size: int, batch_size: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, shuffle: bool = True, drop_last: bool = False):
+                 seed: int = 0, drop_last: bool = False):
         if drop_last and dataset_size < batch_size * world_size:
             raise ValueError(f"the dataset has {dataset_size} images, fewer than one global "
                              f"batch ({batch_size} x {world_size} processes)")
         self.dataset_size, self.batch_size, self.drop_last = dataset_size, batch_size, drop_last
-        self.rank, self.world_size, self.seed, self.shuffle = rank, world_size, seed, shuffle
+        self.rank, self.world_size, self.seed = rank, world_size, seed
         self.epoch, self.start_batch = 0, 0
         if self.last_batch_size < min(2, batch_size):
             # a batch of one image: BatchNorm refuses it, its batch variance is undefined
@@ -84,11 +84,8 @@ class ResumableDistributedSampler(Sampler[int]):
         return max(self.per_rank - self.start_batch * self.batch_size, 0)
 
     def __iter__(self):
-        if self.shuffle:
-            g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-            order = torch.randperm(self.dataset_size, generator=g)
-        else:
-            order = torch.arange(self.dataset_size)
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(self.dataset_size, generator=g)
         used = self.per_rank * self.world_size
         if used > self.dataset_size:  # the official padding: the head again, as often as needed
             order = order.repeat(-(-used // self.dataset_size))

@@ -8,8 +8,8 @@ features of two views by these positions.
 The recipe is the official one (``facebookresearch/VICRegL``, ``transforms.py``). Deviations,
 all deliberate:
 
-- The grid side N of each crop size is given by the caller (``grid_sizes``), normally from the
-  backbone (``grid_sizes_for``); the official code hard-codes 7 and 3 and fails for any crop
+- The grid side N of each crop size is given by the caller (``grid_sizes``), normally the
+  backbone's (``pretrain.backbones.feature_size(arch, size)``); the official code hard-codes 7 and 3 and fails for any crop
   size other than 224/96.
 - The grid is computed in closed form (float64, then float32); the official code accumulates
   cell sizes in float32, which differs by float32 rounding only (about 1e-4 pixel on a
@@ -57,11 +57,6 @@ def location_grid(top: float, left: float, height: float, width: float, n: int,
         cols = cols.flip(0)
     grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1)
     return grid.to(torch.float32)
-
-
-def grid_sizes_for(backbone, size_crops: Sequence[int]) -> tuple[int, ...]:
-    """The local-feature grid side of ``backbone`` for each crop size (``feature_size``)."""
-    return tuple(int(backbone.feature_size(int(s))) for s in size_crops)
 
 
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
@@ -122,7 +117,7 @@ class MultiCropAugmentation:
             loss pairs every view with them.
         min_scale_crops / max_scale_crops: fraction of the image area each group's crops cover.
         grid_sizes: side N of the location grid of each group: the backbone's feature-map side
-            for that crop size, e.g. ``grid_sizes_for(backbone, size_crops)``; (7, 3) for
+            for that crop size, ``pretrain.backbones.feature_size(arch, size)``; (7, 3) for
             224/96 px with ResNet or ConvNeXt.
         flip_grid: mirror the grid of flipped crops. False reproduces the official default
             (``--no-flip-grid 1``, flips ignored); True is geometrically right.

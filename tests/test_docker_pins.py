@@ -4,7 +4,7 @@ The Dockerfile builds its environment with tools/setup_env.sh and tools/install_
 so the Python pins come from requirements/*.txt by construction; these tests check the pins
 the Dockerfile and the compose file state themselves (CUDA image, torch, torchvision, mmcv,
 mmseg, the detectron2 commit, the image tag) against requirements/*.txt, setup_env.sh and
-transfer/detectron2_side/__init__.py, from the files alone (whatever torch is installed here),
+transfer/detectron2_pin.py, from the files alone (whatever torch is installed here),
 and that a disagreement is reported; then the compose file's volumes, GPU access and commands."""
 import re
 from pathlib import Path
@@ -38,9 +38,9 @@ def pin(requirements: str, package: str) -> str:
 def package_commit() -> str:
     """DETECTRON2_COMMIT as tools/install_detectron2.sh reads it: from the file's text (no
     import, so the check does not depend on what is installed)."""
-    text = (ROOT / "transfer" / "detectron2_side" / "__init__.py").read_text()
+    text = (ROOT / "transfer" / "detectron2_pin.py").read_text()
     found = re.search(r'^DETECTRON2_COMMIT = "([0-9a-f]{40})"', text, re.M)
-    assert found, "transfer/detectron2_side/__init__.py has no DETECTRON2_COMMIT = \"<40 hex>\""
+    assert found, "transfer/detectron2_pin.py has no DETECTRON2_COMMIT = \"<40 hex>\""
     return found.group(1)
 
 
@@ -97,9 +97,9 @@ def test_a_disagreeing_pin_is_reported():
 
 def test_the_image_installs_the_package_commit_with_the_project_script():
     assert "bash tools/install_detectron2.sh /opt/venv" in DOCKERFILE
-    assert "COPY transfer/detectron2_side/__init__.py" in DOCKERFILE
+    assert "COPY transfer/detectron2_pin.py transfer/detectron2_pin.py" in DOCKERFILE
     script = (ROOT / "tools" / "install_detectron2.sh").read_text()
-    assert "transfer/detectron2_side/__init__.py" in script and "DETECTRON2_COMMIT = " in script
+    assert "transfer/detectron2_pin.py" in script and "DETECTRON2_COMMIT = " in script
 
 
 def test_installed_torch_is_the_cuda_build_the_table_says():

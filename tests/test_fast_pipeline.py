@@ -7,10 +7,9 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from pretrain.data import ImageFolderDataset, MultiCropDataset, SyntheticDataset
+from pretrain.data import ImageFolderDataset, MultiCropDataset, SyntheticDataset, collate_multicrop
 from pretrain.fast_augment import (BLUR_ON, FLIPPED, GRAYSCALE, IDENTITY, JITTER_ON, NUM_PARAMS,
-                                   SOLARIZE, FastMultiCrop, FastMultiCropDataset, collate_fast,
-                                   decode_file)
+                                   SOLARIZE, FastMultiCrop, FastMultiCropDataset, decode_file)
 from pretrain.photometric import (BLUR_KERNEL, adjust_brightness, adjust_contrast, adjust_hue,
                                   adjust_saturation, apply_photometric, gaussian_blur)
 from pretrain.pipeline import FastCollate, build_pipeline, photometric_views
@@ -43,7 +42,7 @@ def test_same_boxes_flips_and_pixels_as_the_pil_pipeline(folder):
         assert a["label"] == b["label"]
         for grid_a, grid_b in zip(a["locations"], b["locations"]):
             assert torch.equal(grid_a, grid_b)  # same boxes (and so the same grids)
-        views = photometric_views(collate_fast([b])["views"], [p[None] for p in b["photometric"]],
+        views = photometric_views(collate_multicrop([b])["views"], [p[None] for p in b["photometric"]],
                                   channels_last=False)
         for view_a, view_b in zip(a["views"], views):
             assert view_b.shape == (1, *view_a.shape) and view_b.dtype == torch.float32

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrain.data import ImageFolderDataset, SyntheticDataset
-from pretrain.fast_augment import FLIPPED, FastMultiCrop, FastMultiCropDataset, collate_fast
-from pretrain.memory_pipeline import (MemoryDraws, build_views, collate_draws, crop_views,
-                                      load_images, memory_dataset)
+from pretrain.data import ImageFolderDataset, SyntheticDataset, collate_multicrop
+from pretrain.fast_augment import FLIPPED, FastMultiCrop, FastMultiCropDataset
+from pretrain.memory_pipeline import (MemoryDraws, build_views, crop_views, load_images,
+                                      memory_dataset)
 from pretrain.pipeline import build_pipeline
 from pretrain.transforms import MultiCropAugmentation
 from transfer.synthetic.image_folder import write_image_folder
@@ -56,7 +56,7 @@ def test_each_grid_cell_shows_the_place_its_location_names(flip_grid):
     images = coordinate_image()[None].repeat(16, 1, 1, 1)
     draws = MemoryDraws(16, 64, 64, torch.zeros(16, dtype=torch.long), FastMultiCrop(spec(flip_grid)),
                         seed=5)
-    batch = collate_draws([draws[i] for i in range(16)])
+    batch = collate_multicrop([draws[i] for i in range(16)])
     views = build_views(images, batch, [64, 64, 32, 32])
     flipped_seen = False
     for view, grid, params in zip(views, batch["locations"], batch["photometric"]):
@@ -82,9 +82,9 @@ def test_pixels_close_to_the_fast_pipeline():
     transform = FastMultiCrop(spec())
     fast = FastMultiCropDataset(base, transform, seed=1)
     draws, store = memory_dataset(base, transform, 1, 0, torch.device("cpu"))
-    batch = collate_draws([draws[i] for i in range(4)])
+    batch = collate_multicrop([draws[i] for i in range(4)])
     mine = build_views(store, batch, [64, 64, 32, 32])
-    theirs = collate_fast([fast[i] for i in range(4)])["views"]
+    theirs = collate_multicrop([fast[i] for i in range(4)])["views"]
     for a, b in zip(mine, theirs):
         diff = (a.float() - b.float()).abs().mean() / 255
         assert diff < 0.06, diff  # a wrong box or flip gives ~0.2 on these textures

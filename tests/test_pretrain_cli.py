@@ -74,7 +74,7 @@ def test_every_recipe_loads_and_builds(recipe):
         widths = [m.out_features for m in getattr(model, head) if isinstance(m, torch.nn.Linear)]
         assert widths == [int(w) for w in cfg["model"][key].split("-")], head
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (160, 200, 3), np.uint8))
-    views, locations = build_augmentation(cfg, model.backbone)(image, torch.Generator().manual_seed(0))
+    views, locations = build_augmentation(cfg)(image, torch.Generator().manual_seed(0))
     d = cfg["data"]
     assert [v.shape[-1] for v in views] == [s for s, n in zip(d["size_crops"], d["num_crops"])
                                             for _ in range(n)]

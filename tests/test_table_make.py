@@ -12,7 +12,7 @@ import pytest
 
 from transfer.suite.plots import table_picture, tradeoff_points
 from transfer.suite.tables import (TableRow, build_rows, deviation_notes, load_paper, make_tables,
-                                   metric_value)
+                                   metric_value, summary_table)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -359,7 +359,8 @@ def test_table_picture_height_follows_the_rows(tmp_path):
     for count in (2, 8):
         rows = [_table_row(f"backbone {i}", f"exp{j}", SEG) for i in range(count)
                 for j in range(7)]
-        png = table_picture(rows, tmp_path / f"table{count}.png", "demo")
+        png = table_picture(*summary_table(rows), deviation_notes(rows),
+                            tmp_path / f"table{count}.png", "demo")
         heights[count] = matplotlib.image.imread(png).shape[0]
         # cropped to what is drawn: no empty band (the old picture had 300+ white pixel rows
         # between the table and its notes; a table row is ~40 px, the margin 15)

@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrain.backbones import build_backbone
-from pretrain.transforms import (MEAN, STD, MultiCropAugmentation, grid_sizes_for,
-                                 location_grid, random_resized_crop_params)
+from pretrain.backbones import build_backbone, feature_size
+from pretrain.transforms import (MEAN, STD, MultiCropAugmentation, location_grid,
+                                 random_resized_crop_params)
 from conftest import THREADS  # noqa: E402
 
 torch.set_num_threads(THREADS)
@@ -63,7 +63,7 @@ def test_grid_follows_backbone_feature_map_for_any_crop_size(arch):
     img = coordinate_image()
     for size in (64, 96, 100, 128, 160, 224):
         sizes = (size, max(32, size // 2))
-        grids = grid_sizes_for(backbone, sizes)
+        grids = tuple(feature_size(arch, s) for s in sizes)
         aug = MultiCropAugmentation(size_crops=sizes, num_crops=(2, 1), min_scale_crops=(0.4, 0.1),
                                     max_scale_crops=(1.0, 0.4), grid_sizes=grids)
         views, locations = aug(img, generator=torch.Generator().manual_seed(size))
@@ -76,7 +76,7 @@ def test_grid_follows_backbone_feature_map_for_any_crop_size(arch):
             maps, _ = backbone(views[0][None])
         assert maps.shape[1] == locations[0].shape[0] * locations[0].shape[1]
     # the two backbones round differently: 100 px gives 4x4 on ResNet, 3x3 on ConvNeXt
-    assert grid_sizes_for(backbone, (100,)) == ((4,) if arch == "resnet18" else (3,))
+    assert feature_size(arch, 100) == (4 if arch == "resnet18" else 3)
 
 
 def test_default_recipe_is_official():

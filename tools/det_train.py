@@ -26,37 +26,39 @@ train_net would. See docs/detection.md.
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
+import _bootstrap  # noqa: F401
+import torch
+
+from transfer.extras import missing_reason
+
+try:
+    import detectron2.utils.comm as comm
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+    from detectron2.utils.logger import setup_logger
+except ModuleNotFoundError as exc:  # absent or hidden: say so and how to install it
+    if not missing_reason("detectron2"):
+        raise  # installed, but something it needs is missing: the traceback says what
+    raise SystemExit(f"tools/det_train.py needs detectron2: {missing_reason('detectron2')}"
+                     ) from exc
+
+from pretrain.common.arguments import add_backbone_arg
+from pretrain.common.preflight import check_output_dir
+from transfer.conversion import convert_into
+from transfer.detectron2_side import add_vicregl_config
+from transfer.detectron2_side.checkpoint import check_backbone_loaded
+from transfer.detectron2_side.config import det_reference, det_settings
+from transfer.detectron2_side.conversion import AUTHOR, check_weights_file, read_pkl
+from transfer.detectron2_side.data import check_num_classes, register_datasets
+from transfer.detectron2_side.evaluation import build_evaluator, metrics_from_results
+from transfer.detectron2_side.solver import build_optimizer
+from transfer.metrics import write_metrics
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run from a clone: tools/ is not a package
-
-from transfer.extras import install_import_blocker  # noqa: E402
-
-install_import_blocker()  # VICREGL_HIDE_EXTRAS=detectron2: behave as if it were absent
-
-import torch  # noqa: E402
-import detectron2.utils.comm as comm  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.engine import (  # noqa: E402
-    DefaultTrainer, default_argument_parser, default_setup, launch)
-from detectron2.utils.logger import setup_logger  # noqa: E402
-
-from pretrain.common.arguments import add_backbone_arg  # noqa: E402
-from pretrain.common.preflight import check_output_dir  # noqa: E402
-from transfer.conversion import convert_into  # noqa: E402
-from transfer.detectron2_side import add_vicregl_config  # noqa: E402
-from transfer.detectron2_side.checkpoint import check_backbone_loaded  # noqa: E402
-from transfer.detectron2_side.config import det_reference, det_settings  # noqa: E402
-from transfer.detectron2_side.conversion import AUTHOR, check_weights_file, read_pkl  # noqa: E402
-from transfer.detectron2_side.data import check_num_classes, register_datasets  # noqa: E402
-from transfer.detectron2_side.evaluation import build_evaluator, metrics_from_results  # noqa: E402
-from transfer.detectron2_side.solver import build_optimizer  # noqa: E402
-from transfer.metrics import write_metrics  # noqa: E402
-
 logger = logging.getLogger("transfer.det_train")
 
 

@@ -37,7 +37,7 @@ base="localhost/vicregl-base:debian-$suite-$ca_key"
 torch="$(sed -n 's/^torch==\(.*\)$/\1/p' "$root/requirements/pretrain.txt")"
 image="localhost/vicregl-suite:torch$torch-cpu"
 commit="$(sed -n 's/^DETECTRON2_COMMIT = "\([0-9a-f]\{40\}\)".*/\1/p' \
-  "$root/transfer/detectron2_side/__init__.py")"
+  "$root/transfer/detectron2_pin.py")"
 uid="$(sed -n 's/^ARG USER_UID=\([0-9]*\)$/\1/p' "$root/docker/Dockerfile")"
 
 log() { echo "[docker_check] $*" >&2; }
@@ -47,7 +47,7 @@ now() { date +%s; }
 for check in $checks; do
   case "$check" in test-fast|demo) ;; *) die "CHECKS: unknown check '$check' (test-fast, demo)";; esac
 done
-[ -n "$commit" ] || die "no DETECTRON2_COMMIT in transfer/detectron2_side/__init__.py"
+[ -n "$commit" ] || die "no DETECTRON2_COMMIT in transfer/detectron2_pin.py"
 [ -n "$uid" ] || die "docker/Dockerfile has no 'ARG USER_UID=<number>'"
 
 # 1. The tools: Debian packages (podman brings buildah's engine; buildah runs the checks).

@@ -14,9 +14,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 commit="$(sed -n 's/^DETECTRON2_COMMIT = "\([0-9a-f]\{40\}\)".*/\1/p' \
-  "$root/transfer/detectron2_side/__init__.py")"
+  "$root/transfer/detectron2_pin.py")"
 if [ -z "$commit" ]; then
-  echo "[install_detectron2] no DETECTRON2_COMMIT in transfer/detectron2_side/__init__.py" >&2
+  echo "[install_detectron2] no DETECTRON2_COMMIT in transfer/detectron2_pin.py" >&2
   exit 1
 fi
 venv="${1:-$(bash "$root/tools/setup_env.sh" | tail -1)}"

@@ -23,18 +23,22 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
+from transfer import extras
 from transfer.synthetic.segmentation import WRITERS
 
 FORMATS = ("voc", "cityscapes", "ade20k", "coco", "voc_det", "imagefolder")
 
 
 def write_detection(kind: str, root: Path, num_train: int, num_val: int, size: int, seed: int):
-    try:
-        from transfer.synthetic import detection as synthetic_detection
-    except ImportError as exc:
-        raise SystemExit(f"--formats {kind} needs transfer/synthetic/detection.py "
-                         f"(write_coco, write_voc_detection), which could not be imported: "
-                         f"{exc}") from exc
+    # the detection layouts draw masks with opencv and encode them with pycocotools: both in
+    # requirements/transfer.txt, so absent from a pretraining-only (VICREGL_NO_MMCV=1) set-up
+    missing = [name for name in ("cv2", "pycocotools") if not extras.available(name)]
+    if missing:
+        raise SystemExit(f"--formats {kind} needs {' and '.join(missing)} "
+                         "(requirements/transfer.txt: bash tools/setup_env.sh without "
+                         "VICREGL_NO_MMCV=1)")
+    from transfer.synthetic import detection as synthetic_detection
+
     writer = synthetic_detection.write_coco if kind == "coco" else \
         synthetic_detection.write_voc_detection
     return writer(root, num_train, num_val, size, seed)

@@ -3,9 +3,9 @@
 ``VICREGL_HIDE_EXTRAS=detectron2`` (a comma list of top-level package names) makes every tool
 and test behave as if those packages were not installed, so the missing-extra path is tested
 on a machine that has them. ``install_import_blocker()`` (called by tools/_bootstrap.py,
-tools/det_train.py and tests/conftest.py when the variable is set) puts a finder first on
-``sys.meta_path`` that refuses them with a ModuleNotFoundError naming the variable; the
-variable is inherited by subprocesses, whose tools install the blocker again.
+which every tool imports first, and by tests/conftest.py when the variable is set) puts a
+finder first on ``sys.meta_path`` that refuses them with a ModuleNotFoundError naming the
+variable; the variable is inherited by subprocesses, whose tools install the blocker again.
 
 Check availability with ``available(name)``, not ``importlib.util.find_spec``: under the
 blocker ``find_spec`` raises the blocker's ModuleNotFoundError instead of returning None.

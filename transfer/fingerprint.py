@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from transfer import extras
+from transfer.detectron2_pin import DETECTRON2_COMMIT
 
 # settings name -> distribution name (what pip installed)
 FRAMEWORKS = {"torch": "torch", "torchvision": "torchvision", "mmcv": "mmcv",
@@ -23,18 +24,13 @@ FRAMEWORKS = {"torch": "torch", "torchvision": "torchvision", "mmcv": "mmcv",
 
 def _detectron2_commit() -> str:
     """The commit detectron2 was built from: pip's record of a VCS install when there is one,
-    else the commit tools/install_detectron2.sh pins."""
+    else the commit tools/install_detectron2.sh pins (transfer/detectron2_pin.py)."""
     try:
         direct = importlib.metadata.distribution("detectron2").read_text("direct_url.json")
         commit = (json.loads(direct or "{}").get("vcs_info") or {}).get("commit_id")
     except (importlib.metadata.PackageNotFoundError, json.JSONDecodeError):
         commit = None
-    if commit:
-        return commit
-    # here, not at the top: with detectron2 installed, the package imports it to register
-    from transfer.detectron2_side import DETECTRON2_COMMIT
-
-    return DETECTRON2_COMMIT
+    return commit or DETECTRON2_COMMIT
 
 
 def framework_versions(names: tuple[str, ...] = tuple(FRAMEWORKS)) -> dict[str, str]:

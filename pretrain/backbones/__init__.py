@@ -6,8 +6,11 @@ Every backbone is an ``nn.Module`` with
   - ``forward_stages(x) -> list[Tensor]``: the four stage outputs (B, C_s, H_s, W_s), used by
     the transfer adapters;
   - ``num_features`` (C), ``stage_channels`` and ``output_stride`` (32, or 8 for
-    ``resnet_nano``: the side of the local grid is ``crop_size // output_stride``), and the
-    static ``feature_size(crop_size)``, that side exactly.
+    ``resnet_nano``), and the static ``feature_size(crop_size)``: the side of the local grid,
+    about ``crop_size / output_stride`` (each family rounds its own way).
+
+The grid side of an architecture and crop size is ``feature_size(arch, crop_size)`` below
+(the configuration check, the augmentation's location grids and the benchmark all ask it).
 """
 from .convnext import CONVNEXT_SPECS, ConvNeXt, convnext
 from .resnet import NANO_SPECS, RESNET_SPECS, ResNet, backbone_class, resnet

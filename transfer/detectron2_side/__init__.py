@@ -27,10 +27,7 @@ the package still imports, ``conversion`` and ``annotations`` work, and the name
 ModuleNotFoundError with the missing-extra reason (what is missing, how to install it).
 """
 from transfer import extras
-
-# detectron2 is installed from its source repository at this commit (tools/install_detectron2.sh
-# and docker/Dockerfile read this line).
-DETECTRON2_COMMIT = "02b5c4e295e990042a714712c21dc79b731e8833"
+from transfer.detectron2_pin import DETECTRON2_COMMIT  # the commit it is installed from
 
 # The names that need detectron2: imported (and so registered) now when it is usable here.
 _REGISTERING = ("add_vicregl_config", "Detectron2ConvNeXt", "Detectron2ResNetNano",

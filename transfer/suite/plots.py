@@ -1,6 +1,7 @@
 """The results as pictures: the main table (table.png), bars per experiment (plot.png) and the
-local/global trade-off (tradeoff.png), from the rows of transfer/suite/tables.py. matplotlib is
-imported by the drawing functions only (Agg backend: no display needed); every file is
+local/global trade-off (tradeoff.png), from the rows of transfer/suite/tables.py (which calls
+this module; nothing here imports it: the table's cells and notes come as arguments, the rows
+are read by attribute). matplotlib is imported by the drawing functions only (Agg backend: no display needed); every file is
 written to a temporary name and renamed, so a reader never sees half a picture.
 """
 import math
@@ -37,15 +38,13 @@ ROW_INCHES = (0.15, 0.11)  # a table row's height: per line of text, plus the ce
 NOTE_POINTS = 7
 
 
-def table_picture(rows, path: Path, title: str) -> Path:
-    """The main comparison (backbones down, experiments across, ``ours (paper, delta)``) as a
-    matplotlib table, with the deviation notes (one per column, ``deviation_notes``) right
-    under it. The table's height comes from its rows and the picture is cropped to what is
-    drawn, so there is no empty band."""
-    from transfer.suite.tables import deviation_notes, summary_table
-
+def table_picture(header: list[str], body: list[list[str]], notes: list[str], path: Path,
+                  title: str) -> Path:
+    """The main comparison (``tables.summary_table``: backbones down, experiments across,
+    ``ours (paper, delta)``) as a matplotlib table, with the deviation notes (one per column,
+    ``tables.deviation_notes``) right under it. The table's height comes from its rows and the
+    picture is cropped to what is drawn, so there is no empty band."""
     plt = _pyplot()
-    header, body = summary_table(rows)
     wrap = [[textwrap.fill(c, 22) for c in line] for line in [header] + body]
     lines = max(c.count("\n") + 1 for line in wrap for c in line)
     width = max(6.0, 1.9 * len(header))
@@ -62,7 +61,7 @@ def table_picture(rows, path: Path, title: str) -> Path:
         if r == 0:
             cell.set_text_props(weight="bold")
     chars = int(width * 72 / (NOTE_POINTS * 0.55))  # what fits across the table
-    notes = [textwrap.fill(n, chars, subsequent_indent="   ") for n in deviation_notes(rows)]
+    notes = [textwrap.fill(n, chars, subsequent_indent="   ") for n in notes]
     if notes:
         ax.annotate("\n".join(notes), xy=(0.0, 0.0), xycoords="axes fraction",
                     xytext=(0, -6), textcoords="offset points", fontsize=NOTE_POINTS,

@@ -21,6 +21,7 @@ import yaml
 from pretrain.common.durations import duration
 from pretrain.common.files import write_text
 from transfer.fingerprint import deviations
+from transfer.suite import plots
 
 PAPER_KEYS = {"model", "experiment", "metric", "value", "source"}
 
@@ -434,10 +435,9 @@ def make_tables(result_paths: list[str | Path], out_dir: str | Path,
                "csv": write_text(out_dir / "table.csv", to_csv(rows)),
                "tex": write_text(out_dir / "table.tex", to_latex(rows))}
     if png:
-        from transfer.suite import plots
-
         title = ", ".join(dict.fromkeys(r["suite"] for r in results))
-        written["png"] = plots.table_picture(rows, out_dir / "table.png", title)
+        written["png"] = plots.table_picture(*summary_table(rows), deviation_notes(rows),
+                                             out_dir / "table.png", title)
         written["plot"] = plots.bars(rows, out_dir / "plot.png", title)
         tradeoff, why = plots.tradeoff(rows, out_dir / "tradeoff.png", title)
         if tradeoff is None:
