@@ -215,3 +215,15 @@ def test_transfer_never_imports_tools():
     for path, names in _imports_of("transfer").items():
         bad = sorted(m for m in names if _is_tool(m))
         assert not bad, f"{path} imports {bad}"
+
+
+def test_the_shared_helpers_need_neither_torch_nor_the_rest_of_pretrain():
+    """pretrain/common/ is what transfer/ and tools/ borrow: the standard library, PyYAML and
+    (inside ``slurm.submit`` only) submitit, so a suite runner or a table tool never pays torch's import (a run of
+    tests/test_shared_helpers.py checks the same in a fresh interpreter)."""
+    import sys
+    for path, names in _imports_of("pretrain/common").items():
+        bad = sorted(m for m in names
+                     if m.split(".")[0] not in (*sys.stdlib_module_names, "yaml", "submitit", "pretrain")
+                     or (m.startswith("pretrain.") and not m.startswith("pretrain.common")))
+        assert not bad, f"{path} imports {bad}"
