@@ -138,3 +138,13 @@ def test_metrics_json_is_written_through_the_shared_writer(tmp_path):
     record = json.loads(path.read_text())
     assert record["cost"]["gpu_hours"] == 2.0 and record["git_sha"] == git_sha()
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
+
+
+def test_the_helpers_know_the_repository_root():
+    """provenance (git_sha) and slurm (the job's PYTHONPATH) name the repository, not the
+    sub-package they live in: a job started outside the clone must import ``pretrain``."""
+    import pretrain.common.provenance as provenance
+    import pretrain.common.slurm as slurm
+    for root in (provenance.ROOT, slurm.ROOT):
+        assert (root / "pretrain" / "common" / "__init__.py").is_file()
+        assert (root / "tools").is_dir()

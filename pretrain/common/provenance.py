@@ -3,7 +3,7 @@ metrics.json. Standard library only (no torch import)."""
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: pretrain/common/<this file>
 
 
 def git_sha(repo: str | Path | None = None) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pretrain.common.arguments import int_at_least, json_object
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: pretrain/common/<this file>
 
 
 def add_slurm_args(parser: argparse.ArgumentParser, gpus_per_node: int = 8,
