@@ -122,10 +122,12 @@ def test_the_lock_is_held_once_removed_on_exit_and_freed_when_the_holder_is_kill
             "with folder_lock(sys.argv[1], 'run.output_dir'):\n"
             "    child = os.fork()\n"
             "    if child == 0:\n"
-            "        print('forked', flush=True)\n"  # after the at-fork hook has run
+            # one os.write per line: so small a pipe write is atomic, while print's text and
+            # newline could interleave with the other process's line (seen: '12595forked')
+            "        os.write(1, b'forked\\n')\n"  # after the at-fork hook has run
             "        time.sleep(600)\n"
             "        os._exit(0)\n"
-            "    print(child, flush=True)\n"
+            "    os.write(1, f'{child}\\n'.encode())\n"
             "    time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
                             text=True)
