@@ -21,7 +21,7 @@
 #   CHECKS              what to run inside: "test-fast demo" (default), or a subset
 # Cached between runs: the base image, the image's layers (a code change rebuilds only the
 # project layer) and the mmcv wheel (a build cache mount). Cold, on 2 cores: about
-# 40 minutes; warm: the checks only (docs/suites.md has the measured times).
+# 18 minutes; warm: about 5 (docs/suites.md has the measured times).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${VICREGL_DOCKER_OUT:-$root/work_dirs/docker_check}"
