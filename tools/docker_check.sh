@@ -92,11 +92,12 @@ seconds[base]=$(( $(now) - start ))
 # 3. detectron2's source at the pinned commit, exported from the given repository.
 build_args=(--build-arg "BASE_IMAGE=$base" --build-arg OPS=cpu
             --build-arg "MAX_JOBS=$jobs")
+d2="$out/detectron2-src"  # the export, mounted into the build; removed after it
+rm -rf "$d2"
 if [ -n "${DETECTRON2_SRC:-}" ]; then
   git -C "$DETECTRON2_SRC" cat-file -e "$commit^{commit}" 2>/dev/null \
     || die "DETECTRON2_SRC=$DETECTRON2_SRC is not a git repository holding commit $commit"
-  d2="$out/detectron2-src"
-  rm -rf "$d2" && mkdir -p "$d2"
+  mkdir -p "$d2"
   git -C "$DETECTRON2_SRC" archive "$commit" | tar -x -C "$d2"
   build_args+=(-v "$d2:/opt/detectron2-src:ro" --build-arg DETECTRON2_SRC=/opt/detectron2-src)
 fi
@@ -108,10 +109,11 @@ if ! podman build --isolation chroot --layers -f "$root/docker/Dockerfile" \
     --ignorefile "$root/docker/Dockerfile.dockerignore" "${build_args[@]}" \
     -t "$image" "$root" > "$out/build.log" 2>&1; then
   tail -n 30 "$out/build.log" >&2
+  rm -rf "$d2"
   die "the build failed: $out/build.log"
 fi
 seconds[build]=$(( $(now) - start ))
-rm -rf "${d2:-/nonexistent}"
+rm -rf "$d2"
 
 # 5. The checks, in the image as its user. podman run needs cgroups and rlimits that some
 #    machines refuse; buildah's chroot isolation needs neither.
